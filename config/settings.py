@@ -1,0 +1,199 @@
+"""Settings for the speaker enrollment service.
+
+Every setting comes from an environment variable with a documented default
+(see README, "Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from config import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    host = query.get("host", [parsed.hostname or ""])[0]
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
+        "USER": unquote(parsed.username or "postgres"),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": host,
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 0),
+        "TEST": {"NAME": env_str("DATABASE_TEST_NAME", "test_scaiecho")},
+    }
+
+
+def celery_broker_from_redis_url(url: str) -> str:
+    # Celery names Redis-over-unix-socket "redis+socket"; redis-py calls it "unix".
+    if url.startswith("unix://"):
+        return "redis+socket://" + url[len("unix://") :]
+    return url
+
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-development-key-change-me")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [
+    h for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "enrollment",
+    "consent",
+    "audit",
+    "nodes",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": database_from_url(embedded.ensure_database_url())}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = embedded.ensure_redis_url()
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+
+# Uploads: files above this size spill to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["enrollment.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["enrollment.auth.HasRequiredScopes"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "enrollment.api.errors.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "enrollment.api.pagination.DataPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ScaiEcho speaker enrollment API",
+    "DESCRIPTION": "Speaker enrollment with consent, quality preflight and GDPR erasure.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", celery_broker_from_redis_url(REDIS_URL))
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = "orchestrator"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --- Blob store ---------------------------------------------------------------
+# With S3_ENDPOINT_URL or S3_BUCKET set, blobs go to S3; otherwise to a local directory.
+BLOB_STORE = env_str(
+    "BLOB_STORE",
+    "s3" if (os.environ.get("S3_ENDPOINT_URL") or os.environ.get("S3_BUCKET")) else "local",
+)
+BLOB_LOCAL_DIR = Path(env_str("BLOB_LOCAL_DIR", str(embedded.data_dir() / "blobs")))
+S3_BUCKET = env_str("S3_BUCKET", "scaiecho-enrollment")
+S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL") or None
+S3_REGION = env_str("S3_REGION", "us-east-1")
+# "AES256" (SSE-S3) or "aws:kms" with S3_SSE_KMS_KEY_ID.
+S3_SSE = env_str("S3_SSE", "AES256")
+S3_SSE_KMS_KEY_ID = os.environ.get("S3_SSE_KMS_KEY_ID") or None
+
+# --- Enrollment intake and preflight -------------------------------------------
+ENROLLMENT_MAX_UPLOAD_BYTES = env_int("ENROLLMENT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+ENROLLMENT_MAX_DURATION_S = env_float("ENROLLMENT_MAX_DURATION_S", 600.0)
+PREFLIGHT_MIN_SAMPLE_RATE = env_int("PREFLIGHT_MIN_SAMPLE_RATE", 8000)
+PREFLIGHT_MIN_REFERENCE_SPEECH_S = env_float("PREFLIGHT_MIN_REFERENCE_SPEECH_S", 3.0)
+PREFLIGHT_RECOMMENDED_SPEECH_S = env_float("PREFLIGHT_RECOMMENDED_SPEECH_S", 20.0)
+PREFLIGHT_MIN_CONSENT_SPEECH_S = env_float("PREFLIGHT_MIN_CONSENT_SPEECH_S", 1.0)
+PREFLIGHT_MAX_CLIPPED_FRACTION = env_float("PREFLIGHT_MAX_CLIPPED_FRACTION", 0.01)
+PREFLIGHT_MIN_SNR_DB = env_float("PREFLIGHT_MIN_SNR_DB", 5.0)
+PREFLIGHT_WARN_SNR_DB = env_float("PREFLIGHT_WARN_SNR_DB", 15.0)
+PREFLIGHT_CONSENT_MATCH_THRESHOLD = env_float("PREFLIGHT_CONSENT_MATCH_THRESHOLD", 0.82)
+PREFLIGHT_SECOND_VOICE_THRESHOLD = env_float("PREFLIGHT_SECOND_VOICE_THRESHOLD", 0.855)
+PREFLIGHT_SECOND_VOICE_MIN_S = env_float("PREFLIGHT_SECOND_VOICE_MIN_S", 1.5)
+PREFLIGHT_DUPLICATE_THRESHOLD = env_float("PREFLIGHT_DUPLICATE_THRESHOLD", 0.85)
+PREFLIGHT_REJECT_DUPLICATE_VOICE = env_bool("PREFLIGHT_REJECT_DUPLICATE_VOICE", False)
+
+# --- Embedding engine -----------------------------------------------------------
+# "resemblyzer" (offline default, weights ship in the pip package), a Hugging Face
+# model id such as "pyannote/wespeaker-voxceleb-resnet34-LM" (with HF_TOKEN), or a
+# path to a local pyannote.audio checkpoint.
+EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "resemblyzer")
+HF_TOKEN = os.environ.get("HF_TOKEN") or None
+TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0)
+
+# --- Nodes ------------------------------------------------------------------------
+NODE_HEARTBEAT_TTL_S = env_int("NODE_HEARTBEAT_TTL_S", 15)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

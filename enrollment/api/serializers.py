@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rest_framework import serializers
+
+from enrollment.models import EnrollmentStatus, Speaker
+
+# RFC 5646 language tags with an ISO 639 primary language (2-3 letters); the 4-8 letter
+# primary subtags are reserved or unused, and a long word there is almost always a mistake.
+_BCP47 = re.compile(
+    r"^[a-z]{2,3}(?:-[a-z]{3}){0,3}"
+    r"(?:-[a-z]{4})?"
+    r"(?:-(?:[a-z]{2}|\d{3}))?"
+    r"(?:-(?:[a-z\d]{5,8}|\d[a-z\d]{3}))*"
+    r"(?:-[a-wyz\d](?:-[a-z\d]{2,8})+)*"
+    r"(?:-x(?:-[a-z\d]{1,8})+)?$",
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def validate_language_tag(value: str) -> None:
+    if not _BCP47.match(value):
+        raise serializers.ValidationError(
+            f"'{value}' is not a BCP-47 language tag (for example 'en', 'en-GB', 'pt-BR')."
+        )
+
+
+def reject_control_characters(value: str) -> None:
+    if _CONTROL.search(value):
+        raise serializers.ValidationError("Control characters are not allowed.")
+
+
+class EnrollmentRequestSerializer(serializers.Serializer):
+    display_name = serializers.CharField(max_length=200, validators=[reject_control_characters])
+    language_primary = serializers.CharField(max_length=35, validators=[validate_language_tag])
+    description = serializers.CharField(
+        max_length=1000,
+        allow_blank=True,
+        default="",
+        validators=[reject_control_characters],
+    )
+    consent_user_full_name = serializers.CharField(
+        max_length=200, validators=[reject_control_characters]
+    )
+    consent_stated_purpose = serializers.CharField(
+        max_length=1000, validators=[reject_control_characters]
+    )
+    consent_text = serializers.CharField(max_length=10_000)
+    reference = serializers.FileField(help_text="Reference recording (wav, mp3, flac, ogg, m4a).")
+    consent = serializers.FileField(help_text="The speaker reading the consent text aloud.")
+
+
+class SpeakerListQuerySerializer(serializers.Serializer):
+    enrollment_status = serializers.ChoiceField(choices=EnrollmentStatus.choices, required=False)
+
+
+class SpeakerSerializer(serializers.ModelSerializer):
+    reference = serializers.SerializerMethodField()
+    embedding_model = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Speaker
+        fields = [
+            "id",
+            "display_name",
+            "language_primary",
+            "description",
+            "enrollment_status",
+            "reference",
+            "embedding_model",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_reference(self, speaker: Speaker) -> dict[str, Any]:
+        return {
+            "sha256": speaker.reference_sha256,
+            "size_bytes": speaker.reference_size_bytes,
+            "duration_s": round(speaker.reference_duration_s, 3),
+            "speech_s": round(speaker.reference_speech_s, 3),
+        }
+
+    def get_embedding_model(self, speaker: Speaker) -> dict[str, str]:
+        return {"id": speaker.embedding_model_id, "version": speaker.embedding_model_version}
+
+
+class ConsentSummarySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    consent_user_full_name = serializers.CharField()
+    consent_stated_purpose = serializers.CharField()
+    consent_text_sha256 = serializers.CharField()
+    recording_sha256 = serializers.CharField()
+    recording_size_bytes = serializers.IntegerField()
+    recording_duration_s = serializers.FloatField()
+    recorded_at = serializers.DateTimeField()
+
+
+class SpeakerDetailSerializer(SpeakerSerializer):
+    preflight = serializers.JSONField()
+    consent_records = serializers.SerializerMethodField()
+
+    class Meta(SpeakerSerializer.Meta):
+        fields = [*SpeakerSerializer.Meta.fields, "preflight", "consent_records"]
+
+    def get_consent_records(self, speaker: Speaker) -> list[dict[str, Any]]:
+        from consent.selectors import consent_records_for_speaker
+
+        return [
+            dict(ConsentSummarySerializer(record).data)
+            for record in consent_records_for_speaker(speaker)
+        ]

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from enrollment.api import views
+
+urlpatterns = [
+    path("speakers", views.SpeakerCollectionView.as_view(), name="speakers"),
+    path("speakers/<uuid:speaker_id>", views.SpeakerDetailView.as_view(), name="speaker-detail"),
+]

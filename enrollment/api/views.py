@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from enrollment import selectors, services
+from enrollment.api.pagination import DataPagination
+from enrollment.api.serializers import (
+    EnrollmentRequestSerializer,
+    SpeakerDetailSerializer,
+    SpeakerListQuerySerializer,
+    SpeakerSerializer,
+)
+from enrollment.auth import ApiPrincipal
+from enrollment.errors import UploadTooLarge
+from enrollment.models import Scope
+
+ENROLL = (Scope.ENROLL.value,)
+AUDIT = (Scope.AUDIT.value,)
+
+# Two recordings plus the form fields; anything larger is refused before parsing.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
+def principal_of(request: Request) -> ApiPrincipal:
+    assert isinstance(request.user, ApiPrincipal)
+    return request.user
+
+
+class SpeakerCollectionView(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+    required_scopes = {"GET": [ENROLL, AUDIT], "POST": [ENROLL]}
+
+    @extend_schema(
+        parameters=[SpeakerListQuerySerializer],
+        responses=SpeakerSerializer(many=True),
+        summary="List speakers",
+    )
+    def get(self, request: Request) -> Response:
+        query = SpeakerListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        speakers = selectors.speakers_for_tenant(
+            principal_of(request).tenant, query.validated_data.get("enrollment_status")
+        )
+        paginator = DataPagination()
+        page = paginator.paginate_queryset(speakers, request, view=self)
+        return paginator.get_paginated_response(SpeakerSerializer(page, many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": EnrollmentRequestSerializer},
+        responses={
+            201: SpeakerDetailSerializer,
+            413: OpenApiResponse(description="upload_too_large"),
+            422: OpenApiResponse(description="preflight_failed, with every finding"),
+        },
+        summary="Enroll a speaker",
+    )
+    def post(self, request: Request) -> Response:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        limit = 2 * settings.ENROLLMENT_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
+        if declared > limit:
+            raise UploadTooLarge(
+                f"The request body is {declared} bytes; at most {limit} bytes are accepted.",
+                details={"limit_bytes": limit},
+            )
+        form = EnrollmentRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        fields = dict(form.validated_data)
+        reference, consent = fields.pop("reference"), fields.pop("consent")
+        outcome = services.enroll_speaker(
+            principal=principal_of(request),
+            profile=services.SpeakerProfile(**fields),
+            reference=reference,
+            consent=consent,
+            client_ip=request.META.get("REMOTE_ADDR"),
+        )
+        body = dict(SpeakerDetailSerializer(outcome.speaker).data)
+        body["enrolled_on"] = outcome.enrolled_on
+        if outcome.note:
+            body["note"] = outcome.note
+        return Response({"data": body}, status=status.HTTP_201_CREATED)
+
+
+class SpeakerDetailView(APIView):
+    required_scopes = {"GET": [ENROLL, AUDIT]}
+
+    @extend_schema(responses=SpeakerDetailSerializer, summary="A speaker's profile")
+    def get(self, request: Request, speaker_id: str) -> Response:
+        speaker = selectors.speaker_for_tenant(principal_of(request).tenant, speaker_id)
+        if speaker is None:
+            raise NotFound("No such speaker.")
+        return Response({"data": SpeakerDetailSerializer(speaker).data})

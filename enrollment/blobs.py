@@ -1,0 +1,167 @@
+"""Blob store for recordings: S3 (versioned bucket, server-side encryption) or a local directory."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class BlobStoreError(Exception):
+    """The blob store failed; nothing is known to be written."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    key: str
+    sha256: str
+    size_bytes: int
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes) -> StoredBlob: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete_all_versions(self, key: str) -> int:
+        """Remove every stored copy of ``key``; returns the bytes removed."""
+        ...
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise BlobStoreError(f"blob key escapes the store: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes) -> StoredBlob:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(path)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
+        return StoredBlob(key, sha256_hex(data), len(data))
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as exc:
+            raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
+
+    def delete_all_versions(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise BlobStoreError(f"cannot delete blob {key}: {exc}") from exc
+        return size
+
+
+class S3BlobStore:
+    def __init__(
+        self, client: Any, bucket: str, sse: str = "AES256", kms_key_id: str | None = None
+    ):
+        self.client = client
+        self.bucket = bucket
+        self.sse = sse
+        self.kms_key_id = kms_key_id
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if missing and switch versioning on (never Object Lock)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+        self.client.put_bucket_versioning(
+            Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+
+    def put(self, key: str, data: bytes) -> StoredBlob:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest = sha256_hex(data)
+        extra: dict[str, str] = {"ServerSideEncryption": self.sse}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, Metadata={"sha256": digest}, **extra
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
+        return StoredBlob(key, digest, len(data))
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
+
+    def delete_all_versions(self, key: str) -> int:
+        """Delete every object version and delete marker of exactly ``key``."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        removed = 0
+        try:
+            paginator = self.client.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+                entries = [v for v in page.get("Versions", []) if v["Key"] == key]
+                markers = [m for m in page.get("DeleteMarkers", []) if m["Key"] == key]
+                for entry in entries + markers:
+                    self.client.delete_object(
+                        Bucket=self.bucket, Key=key, VersionId=entry["VersionId"]
+                    )
+                removed += sum(int(v.get("Size", 0)) for v in entries)
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot delete blob {key}: {exc}") from exc
+        return removed
+
+
+def s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.S3_ENDPOINT_URL,
+        region_name=settings.S3_REGION,
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+        ),
+    )
+
+
+@cache
+def get_blob_store() -> BlobStore:
+    if settings.BLOB_STORE == "s3":
+        store = S3BlobStore(
+            s3_client(), settings.S3_BUCKET, settings.S3_SSE, settings.S3_SSE_KMS_KEY_ID
+        )
+        store.ensure_bucket()
+        return store
+    return LocalBlobStore(Path(settings.BLOB_LOCAL_DIR))

@@ -1,0 +1,84 @@
+import uuid
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+
+class Scope(models.TextChoices):
+    ENROLL = "scaiecho:enroll", "Enroll speakers (biometric capture)"
+    TRANSCRIBE = "scaiecho:transcribe", "Transcribe audio"
+    DIARIZE = "scaiecho:diarize", "Label speakers in transcripts"
+    AUDIT = "scaiecho:audit", "Read consent records, erasures and the audit trail"
+
+
+ALL_SCOPES = [scope.value for scope in Scope]
+
+
+class Tenant(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApiKey(models.Model):
+    """A tenant's API key; only its SHA-256 is stored, looked up by its public prefix."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_sha256 = models.CharField(max_length=64)
+    scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices))
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}:{self.prefix}"
+
+
+class EnrollmentStatus(models.TextChoices):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+    EVICTED = "evicted"
+
+
+class Speaker(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="speakers")
+    display_name = models.CharField(max_length=200)
+    language_primary = models.CharField(max_length=35)
+    description = models.CharField(max_length=1000, blank=True)
+    enrollment_status = models.CharField(
+        max_length=16, choices=EnrollmentStatus.choices, default=EnrollmentStatus.PENDING
+    )
+
+    reference_blob_key = models.CharField(max_length=300)
+    reference_sha256 = models.CharField(max_length=64)
+    reference_size_bytes = models.BigIntegerField()
+    reference_duration_s = models.FloatField()
+    reference_speech_s = models.FloatField()
+
+    # The preflight's voiceprint, kept to find the same voice enrolled twice in a tenant.
+    voiceprint = ArrayField(models.FloatField(), null=True, blank=True)
+    embedding_model_id = models.CharField(max_length=200)
+    embedding_model_version = models.CharField(max_length=100)
+    preflight = models.JSONField(default=dict)
+
+    created_by_key = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, null=True, related_name="speakers_enrolled"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["tenant", "enrollment_status", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.id})"

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import numpy as np
+from django.db.models import QuerySet
+
+from enrollment.models import EnrollmentStatus, Speaker, Tenant
+from enrollment.preflight import KnownVoiceprint
+
+
+def speakers_for_tenant(tenant: Tenant, status: str | None = None) -> QuerySet[Speaker]:
+    speakers = Speaker.objects.filter(tenant=tenant)
+    if status:
+        speakers = speakers.filter(enrollment_status=status)
+    return speakers
+
+
+def speaker_for_tenant(tenant: Tenant, speaker_id: str) -> Speaker | None:
+    return Speaker.objects.filter(tenant=tenant, id=speaker_id).first()
+
+
+def tenant_voiceprints(tenant: Tenant, model_id: str, model_version: str) -> list[KnownVoiceprint]:
+    """Voiceprints of the tenant's live speakers made by the same model (others don't compare)."""
+    rows = (
+        Speaker.objects.filter(
+            tenant=tenant,
+            embedding_model_id=model_id,
+            embedding_model_version=model_version,
+            voiceprint__isnull=False,
+        )
+        .exclude(enrollment_status=EnrollmentStatus.EVICTED)
+        .values_list("id", "voiceprint")
+    )
+    return [KnownVoiceprint(str(pk), np.asarray(vec, dtype=np.float32)) for pk, vec in rows]

@@ -1,0 +1,76 @@
+"""Factories for real tenants, keys and principals, exposed as fixtures."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+from enrollment.auth import ApiPrincipal
+from enrollment.models import ALL_SCOPES, ApiKey, Tenant
+from enrollment.services import create_api_key, create_tenant
+from tests import audio
+
+
+def make_tenant(slug: str | None = None) -> Tenant:
+    return create_tenant(slug or f"t-{uuid.uuid4().hex[:10]}")
+
+
+def make_key(tenant: Tenant, scopes: list[str] | None = None) -> tuple[ApiKey, str]:
+    return create_api_key(tenant, scopes or list(ALL_SCOPES))
+
+
+def make_principal(tenant: Tenant | None = None, scopes: list[str] | None = None) -> ApiPrincipal:
+    key, _ = make_key(tenant or make_tenant(), scopes)
+    return ApiPrincipal(api_key=key, tenant=key.tenant, scopes=frozenset(key.scopes))
+
+
+def client_for(raw_key: str | None) -> APIClient:
+    client = APIClient()
+    if raw_key:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
+def enrollment_form(**overrides: object) -> dict[str, object]:
+    """A valid multipart enrollment of speaker A from the pyannote sample."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    form: dict[str, object] = {
+        "display_name": "Alice Example",
+        "language_primary": "en",
+        "description": "Customer success lead",
+        "consent_user_full_name": "Alice Example",
+        "consent_stated_purpose": "Meeting transcription diarization for the support team",
+        "consent_text": "I, Alice Example, consent to enrolling my voice for diarization.",
+        "reference": SimpleUploadedFile(
+            "alice-reference.wav", audio.encode(audio.clip(audio.SPEAKER_A)), "audio/wav"
+        ),
+        "consent": SimpleUploadedFile(
+            "alice-consent.wav", audio.encode(audio.clip(audio.SPEAKER_A_CONSENT)), "audio/wav"
+        ),
+    }
+    form.update(overrides)
+    return form
+
+
+def upload(name: str, data: bytes, content_type: str = "application/octet-stream"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data, content_type)
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    return make_tenant()
+
+
+@pytest.fixture
+def admin_key(tenant) -> str:
+    return make_key(tenant)[1]
+
+
+@pytest.fixture
+def api(admin_key) -> APIClient:
+    return client_for(admin_key)

@@ -1,0 +1,92 @@
+"""The embedding engines: the offline default and the pyannote.audio loading path."""
+
+import numpy as np
+import pytest
+import torch
+
+from nodes.engine import (
+    EngineUnavailable,
+    PyannoteEngine,
+    ResemblyzerEngine,
+    get_engine,
+    load_engine,
+)
+from tests import audio
+
+
+@pytest.fixture(scope="module")
+def local_checkpoint(tmp_path_factory):
+    """A pyannote.audio embedding checkpoint made here (random weights, real architecture)."""
+    import pyannote.audio
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.embedding import WeSpeakerResNet34
+
+    torch.manual_seed(0)
+    model = WeSpeakerResNet34()
+    model.specifications = Specifications(
+        problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=3.0
+    )
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": "2.6.6",
+        "pyannote.audio": {
+            "versions": {"pyannote.audio": pyannote.audio.__version__},
+            "architecture": {"module": type(model).__module__, "class": type(model).__name__},
+            "specifications": model.specifications,
+        },
+    }
+    path = tmp_path_factory.mktemp("model") / "pytorch_model.bin"
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_offline_default_is_resemblyzer_with_a_stamped_version():
+    engine = load_engine("resemblyzer")
+    assert isinstance(engine, ResemblyzerEngine)
+    assert engine.model_id == "resemblyzer/ge2e-voice-encoder"
+    assert engine.model_version.startswith("0.1.4+")
+
+
+def test_resemblyzer_separates_the_two_sample_speakers():
+    engine = load_engine("resemblyzer")
+    a1, _ = engine.voiceprint(audio.clip(audio.SPEAKER_A))
+    a2, _ = engine.voiceprint(audio.clip(audio.SPEAKER_A_CONSENT))
+    b, _ = engine.voiceprint(audio.clip(audio.SPEAKER_B))
+    assert a1 @ a2 > a1 @ b
+    assert np.linalg.norm(a1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_local_pyannote_checkpoint_loads_and_embeds(local_checkpoint):
+    engine = load_engine(str(local_checkpoint))
+    assert isinstance(engine, PyannoteEngine)
+    assert engine.model_id == str(local_checkpoint.resolve())
+    assert len(engine.model_version) == 16
+    assert engine.dimension == 256
+    speech = audio.clip(audio.SPEAKER_A)
+    vector = engine.embed(speech)
+    assert vector.shape == (256,)
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    windows = engine.embed_windows(speech, 1.6, 0.5)
+    assert windows.shape[1] == 256 and windows.shape[0] > 5
+
+
+def test_checkpoint_directory_is_accepted(local_checkpoint):
+    engine = load_engine(str(local_checkpoint.parent))
+    assert engine.dimension == 256
+
+
+def test_configured_checkpoint_becomes_the_service_engine(settings, local_checkpoint):
+    settings.EMBEDDING_MODEL = str(local_checkpoint)
+    get_engine.cache_clear()
+    try:
+        assert isinstance(get_engine(), PyannoteEngine)
+    finally:
+        get_engine.cache_clear()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(EngineUnavailable, match="cannot load embedding model"):
+        load_engine(str(broken))
