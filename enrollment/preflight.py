@@ -162,27 +162,29 @@ def estimate_snr_db(samples: np.ndarray, regions: Sequence[SpeechRegion]) -> flo
 
 
 def _two_voice_split(windows: np.ndarray) -> tuple[float, int]:
-    """Split window embeddings into two groups (spherical 2-means).
+    """Split window embeddings into two groups and compare the groups.
 
-    Returns the cosine similarity of the two group centroids and the size of
-    the smaller group; one voice gives near-identical centroids.
+    The first split follows the principal axis of the embeddings (for two
+    voices, the axis between them), then spherical 2-means refines it. Returns
+    the cosine similarity of the two group centroids and the size of the
+    smaller group: one voice gives near-identical centroids.
     """
-    similarity = windows @ windows.T
-    first, second = np.unravel_index(int(np.argmin(similarity)), similarity.shape)
-    centroids = windows[[first, second]]
-    labels = np.zeros(len(windows), dtype=int)
+    centred = windows - windows.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    labels = (centred @ axes[0] > 0).astype(int)
+    centroids = np.stack([windows.mean(axis=0)] * 2)
     for _ in range(20):
-        labels = np.argmax(windows @ centroids.T, axis=1)
-        updated = np.stack(
+        centroids = np.stack(
             [
                 windows[labels == k].mean(axis=0) if (labels == k).any() else centroids[k]
                 for k in (0, 1)
             ]
         )
-        updated /= np.maximum(np.linalg.norm(updated, axis=1, keepdims=True), 1e-12)
-        if np.allclose(updated, centroids):
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        updated = np.argmax(windows @ centroids.T, axis=1)
+        if np.array_equal(updated, labels):
             break
-        centroids = updated
+        labels = updated
     return float(centroids[0] @ centroids[1]), int(min(np.bincount(labels, minlength=2)))
 
 
@@ -352,16 +354,27 @@ class Preflight:
         score, minority = _two_voice_split(windows)
         report.second_voice_score = score
         minority_s = minority * VOICEPRINT_HOP_S
-        threshold = settings.PREFLIGHT_SECOND_VOICE_THRESHOLD
-        if score < threshold and minority_s >= settings.PREFLIGHT_SECOND_VOICE_MIN_S:
+        if minority_s < settings.PREFLIGHT_SECOND_VOICE_MIN_S:
+            return
+        if score < settings.PREFLIGHT_SECOND_VOICE_THRESHOLD:
             self.add(
                 "multiple_voices",
                 ERROR,
                 REFERENCE,
-                f"The reference seems to hold more than one voice (about {minority_s:.1f} s "
-                "from a second speaker); it must contain only the enrolled speaker.",
+                f"The reference holds more than one voice (about {minority_s:.1f} s from a "
+                "second speaker); it must contain only the enrolled speaker.",
                 measured=round(score, 4),
-                threshold=threshold,
+                threshold=settings.PREFLIGHT_SECOND_VOICE_THRESHOLD,
+            )
+        elif score < settings.PREFLIGHT_SECOND_VOICE_WARN:
+            self.add(
+                "multiple_voices",
+                WARNING,
+                REFERENCE,
+                "Part of the reference may be a second voice; check that only the enrolled "
+                "speaker talks in it.",
+                measured=round(score, 4),
+                threshold=settings.PREFLIGHT_SECOND_VOICE_WARN,
             )
 
     def _match_consent(
@@ -373,16 +386,25 @@ class Preflight:
         )
         score = float(ref.voiceprint @ con.voiceprint)
         report.consent_match_score = score
-        threshold = settings.PREFLIGHT_CONSENT_MATCH_THRESHOLD
-        if score < threshold:
+        if score < settings.PREFLIGHT_CONSENT_MATCH_THRESHOLD:
             self.add(
                 "consent_voice_mismatch",
                 ERROR,
                 CONSENT,
-                "The consent recording does not sound like the same person as the reference: "
-                "the enrolled speaker must give consent in their own voice.",
+                "The consent recording is not the same voice as the reference: the enrolled "
+                "speaker must give consent in their own voice.",
                 measured=round(score, 4),
-                threshold=threshold,
+                threshold=settings.PREFLIGHT_CONSENT_MATCH_THRESHOLD,
+            )
+        elif score < settings.PREFLIGHT_CONSENT_MATCH_WARN:
+            self.add(
+                "consent_voice_mismatch",
+                WARNING,
+                CONSENT,
+                "The consent recording could not be confirmed as the reference speaker's "
+                "voice; a person should check it.",
+                measured=round(score, 4),
+                threshold=settings.PREFLIGHT_CONSENT_MATCH_WARN,
             )
 
     def _find_duplicate(

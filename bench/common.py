@@ -1,0 +1,139 @@
+"""Shared helpers for the benchmarks: start the real service, make audio, summarise timings."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech-dev"
+RATE = 16_000
+
+
+def manage(*args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env or os.environ.copy(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout_s: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError(f"service did not answer at {url} within {timeout_s} s")
+
+
+@contextmanager
+def running_service(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py run_service` as a user starts it, stopped afterwards."""
+    service = subprocess.Popen(
+        [sys.executable, "manage.py", "run_service", "--port", str(port)],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/openapi.json")
+        yield service
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
+
+
+def api_process_pid(service_pid: int) -> int:
+    """The uvicorn child of run_service (the process that runs the preflight)."""
+    import psutil
+
+    for child in psutil.Process(service_pid).children(recursive=True):
+        if "uvicorn" in " ".join(child.cmdline()):
+            return int(child.pid)
+    raise RuntimeError("no uvicorn process under run_service")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        chunks = [
+            out.to_ndarray()[0]
+            for frame in container.decode(audio=0)
+            for out in resampler.resample(frame)
+        ]
+    return np.concatenate(chunks)
+
+
+def encode_wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=RATE, layout="mono")
+        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = RATE
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def librispeech_speakers() -> dict[str, list[Path]]:
+    if not LIBRISPEECH.is_dir():
+        return {}
+    return {d.name: sorted(d.rglob("*.flac")) for d in sorted(LIBRISPEECH.iterdir()) if d.is_dir()}
+
+
+def speech_of_length(files: list[Path], seconds: float) -> np.ndarray:
+    pieces, total = [], 0
+    for path in files:
+        samples = decode(path)
+        pieces.append(samples)
+        total += samples.size
+        if total >= seconds * RATE:
+            break
+    return np.concatenate(pieces)[: int(seconds * RATE)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> str:
+    return f"p50 {statistics.median(values) * 1000:7.1f} ms  p95 {percentile(values, 95) * 1000:7.1f} ms"
