@@ -136,4 +136,5 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> str:
-    return f"p50 {statistics.median(values) * 1000:7.1f} ms  p95 {percentile(values, 95) * 1000:7.1f} ms"
+    p50, p95 = statistics.median(values) * 1000, percentile(values, 95) * 1000
+    return f"p50 {p50:7.1f} ms  p95 {p95:7.1f} ms"

@@ -148,6 +148,13 @@ CELERY_TASK_DEFAULT_QUEUE = "orchestrator"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# An unacknowledged task (its worker died) is delivered again after this long; node work is
+# idempotent, and a restarting node also re-warms from PostgreSQL without waiting for it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 600)
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_ROUTES = {"nodes.tasks.reconcile_assignments": {"queue": "orchestrator"}}
 
 # --- Blob store ---------------------------------------------------------------
 # With S3_ENDPOINT_URL or S3_BUCKET set, blobs go to S3; otherwise to a local directory.
@@ -192,7 +199,20 @@ HF_TOKEN = os.environ.get("HF_TOKEN") or None
 TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0)
 
 # --- Nodes ------------------------------------------------------------------------
-NODE_HEARTBEAT_TTL_S = env_int("NODE_HEARTBEAT_TTL_S", 15)
+NODE_HEARTBEAT_TTL_S = env_int("NODE_HEARTBEAT_TTL_S", 10)
+NODE_HEARTBEAT_INTERVAL_S = env_float("NODE_HEARTBEAT_INTERVAL_S", 2.0)
+# How long POST speakers waits for nodes to accept the enrollment before answering 201.
+ENROLLMENT_ACK_WAIT_S = env_float("ENROLLMENT_ACK_WAIT_S", 3.0)
+NODE_TASK_MAX_RETRIES = env_int("NODE_TASK_MAX_RETRIES", 5)
+# Work queued this long without an answer from a live node is sent again (lost messages).
+NODE_REQUEUE_AFTER_S = env_float("NODE_REQUEUE_AFTER_S", 60.0)
+NODE_RECONCILE_INTERVAL_S = env_float("NODE_RECONCILE_INTERVAL_S", 30.0)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-node-assignments": {
+        "task": "nodes.tasks.reconcile_assignments",
+        "schedule": NODE_RECONCILE_INTERVAL_S,
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -7,4 +7,5 @@ urlpatterns = [
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("v1/modules/scaiecho/", include("enrollment.api.urls")),
+    path("v1/modules/scaiecho/", include("nodes.api.urls")),
 ]

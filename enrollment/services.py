@@ -21,7 +21,7 @@ from enrollment.models import ALL_SCOPES, ApiKey, Speaker, Tenant
 from enrollment.preflight import Preflight, PreflightReport
 from enrollment.selectors import tenant_voiceprints
 from nodes.engine import get_engine
-from nodes.registry import candidate_node_ids
+from nodes.services import fan_out_enrollment, wait_for_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -160,17 +160,22 @@ def enroll_speaker(
                 recording_duration_s=report.consent.audio.duration_s,
                 recording_speech_s=report.consent.speech_s,
             )
+            # Tasks leave only once the rows are committed, so a node never misses them.
+            scheduled = fan_out_enrollment(speaker)
     except BaseException:
         _remove_blobs(store, written)
         raise
 
-    candidates = candidate_node_ids()
+    enrolled_on = (
+        wait_for_nodes(speaker, scheduled, settings.ENROLLMENT_ACK_WAIT_S) if scheduled else []
+    )
+    speaker.refresh_from_db()
     return EnrollmentOutcome(
         speaker=speaker,
         consent_record=consent_record,
         preflight=report,
-        enrolled_on=[],
-        note=None if candidates else NO_NODE_NOTE,
+        enrolled_on=enrolled_on,
+        note=None if scheduled else NO_NODE_NOTE,
     )
 
 

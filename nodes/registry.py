@@ -1,15 +1,34 @@
-"""The node registry in Redis: heartbeats of live pyannote nodes."""
+"""The node registry in Redis: heartbeats of live nodes and which nodes hold which speaker.
+
+Redis holds only what can be rebuilt: a node republishes its heartbeat and its
+warm entries from its own gallery, and PostgreSQL keeps every assignment.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import redis
 from django.conf import settings
 
-NODE_KEY_PREFIX = "scaiecho:node:"
 PYANNOTE_ENGINE = "pyannote"
+NODES_KEY = "scaiecho:nodes"
+
+
+def heartbeat_key(node_id: str) -> str:
+    return f"scaiecho:node:{node_id}"
+
+
+def warm_key(speaker_id: str) -> str:
+    return f"scaiecho:warm:{speaker_id}"
+
+
+def node_warm_key(node_id: str) -> str:
+    return f"scaiecho:node-warm:{node_id}"
 
 
 @cache
@@ -17,15 +36,87 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    node_id: str
+    engine: str
+    model_id: str
+    model_version: str
+    boot_id: str
+    host: str
+    pid: int
+    gallery_size: int
+    sent_at: float
+
+    @property
+    def age_s(self) -> float:
+        return max(0.0, time.time() - self.sent_at)
+
+    @property
+    def is_candidate(self) -> bool:
+        return self.engine == PYANNOTE_ENGINE
+
+
+def publish_heartbeat(beat: Heartbeat) -> bool:
+    """Writes the heartbeat; returns True when the registry had lost this node (new or flushed)."""
+    client = redis_client()
+    pipe = client.pipeline()
+    pipe.set(
+        heartbeat_key(beat.node_id),
+        json.dumps(beat.__dict__),
+        ex=settings.NODE_HEARTBEAT_TTL_S,
+        get=True,
+    )
+    pipe.sadd(NODES_KEY, beat.node_id)
+    previous, _ = pipe.execute()
+    return previous is None
+
+
+def live_heartbeats() -> dict[str, Heartbeat]:
+    client = redis_client()
+    node_ids = sorted(str(n) for n in client.smembers(NODES_KEY))
+    if not node_ids:
+        return {}
+    beats: list[Any] = client.mget([heartbeat_key(n) for n in node_ids])
+    return {
+        node_id: Heartbeat(**json.loads(raw))
+        for node_id, raw in zip(node_ids, beats, strict=True)
+        if raw is not None
+    }
+
+
 def candidate_node_ids() -> list[str]:
     """Nodes whose heartbeat is alive and that run the pyannote engine."""
+    return sorted(n for n, beat in live_heartbeats().items() if beat.is_candidate)
+
+
+def mark_warm(node_id: str, speaker_id: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.sadd(warm_key(speaker_id), node_id)
+    pipe.sadd(node_warm_key(node_id), speaker_id)
+    pipe.execute()
+
+
+def republish_warm(node_id: str, speaker_ids: list[str]) -> None:
+    pipe = redis_client().pipeline()
+    for speaker_id in speaker_ids:
+        pipe.sadd(warm_key(speaker_id), node_id)
+    if speaker_ids:
+        pipe.sadd(node_warm_key(node_id), *speaker_ids)
+    pipe.execute()
+
+
+def forget_node_warmth(node_id: str) -> list[str]:
+    """Drops every warm entry of a node (it restarted and lost its memory)."""
     client = redis_client()
-    candidates = []
-    for key in client.scan_iter(match=f"{NODE_KEY_PREFIX}*", count=500):
-        raw = client.get(key)
-        if raw is None:
-            continue
-        heartbeat = json.loads(raw)
-        if heartbeat.get("engine") == PYANNOTE_ENGINE:
-            candidates.append(str(heartbeat["node_id"]))
-    return sorted(candidates)
+    speaker_ids = [str(s) for s in client.smembers(node_warm_key(node_id))]
+    pipe = client.pipeline()
+    for speaker_id in speaker_ids:
+        pipe.srem(warm_key(speaker_id), node_id)
+    pipe.delete(node_warm_key(node_id))
+    pipe.execute()
+    return speaker_ids
+
+
+def warm_node_ids(speaker_id: str) -> list[str]:
+    return sorted(str(n) for n in redis_client().smembers(warm_key(speaker_id)))

@@ -84,7 +84,7 @@ def encode(samples: np.ndarray, fmt: str = "wav", rate: int = RATE) -> bytes:
 
 
 def other_voice(samples: np.ndarray) -> np.ndarray:
-    """The same speech slowed to two thirds: pitch and formants drop, a voice unlike the original."""
+    """The speech slowed to two thirds: pitch and formants drop, a voice unlike the original."""
     from scipy.signal import resample_poly
 
     return resample_poly(samples, 3, 2).astype(np.float32)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 import warnings
 
 import pytest
@@ -14,27 +16,48 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from tests.factories import admin_key, api, tenant  # noqa: E402,F401  (fixtures)
 
 
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real S3 endpoint (moto in server mode) that node processes can reach."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
-def s3_blob_store(settings):
-    """Every test stores blobs in a versioned, encrypted S3 bucket served by moto."""
+def s3_blob_store(request, settings):
+    """Every test stores blobs in a versioned, encrypted S3 bucket served by moto.
+
+    Tests marked ``live`` share it with other processes through moto's server;
+    the others use moto's in-process mock.
+    """
     from moto import mock_aws
 
     from enrollment.blobs import get_blob_store
 
     settings.BLOB_STORE = "s3"
-    settings.S3_ENDPOINT_URL = None
-    settings.S3_BUCKET = "scaiecho-test"
+    settings.S3_BUCKET = f"scaiecho-test-{uuid.uuid4().hex[:8]}"
     get_blob_store.cache_clear()
-    with mock_aws():
+    if request.node.get_closest_marker("live"):
+        settings.S3_ENDPOINT_URL = request.getfixturevalue("moto_server")
         yield get_blob_store()
+    else:
+        settings.S3_ENDPOINT_URL = None
+        with mock_aws():
+            yield get_blob_store()
     get_blob_store.cache_clear()
 
 
 @pytest.fixture(autouse=True)
 def clean_node_registry():
-    from nodes.registry import NODE_KEY_PREFIX, redis_client
+    from nodes.registry import redis_client
 
     client = redis_client()
-    for key in client.scan_iter(match=f"{NODE_KEY_PREFIX}*"):
+    for key in client.scan_iter(match="scaiecho:*"):
         client.delete(key)
     yield

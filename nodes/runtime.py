@@ -1,0 +1,135 @@
+"""What lives inside one pyannote node process: its engine, its gallery, its heartbeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from nodes import registry
+from nodes.engine import EmbeddingEngine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    tenant_id: str
+    vector: np.ndarray
+    model_id: str
+    model_version: str
+    reference_sha256: str
+
+
+class Gallery:
+    """Enrolled embeddings held in memory, per tenant."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, GalleryEntry] = {}
+        self._lock = threading.Lock()
+
+    def put(self, speaker_id: str, entry: GalleryEntry) -> None:
+        with self._lock:
+            self._entries[speaker_id] = entry
+
+    def get(self, speaker_id: str) -> GalleryEntry | None:
+        with self._lock:
+            return self._entries.get(speaker_id)
+
+    def remove(self, speaker_id: str) -> bool:
+        with self._lock:
+            return self._entries.pop(speaker_id, None) is not None
+
+    def speaker_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    def for_tenant(self, tenant_id: str) -> dict[str, GalleryEntry]:
+        with self._lock:
+            return {k: v for k, v in self._entries.items() if v.tenant_id == tenant_id}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class NodeRuntime:
+    def __init__(self, node_id: str, engine: EmbeddingEngine):
+        self.node_id = node_id
+        self.engine = engine
+        self.boot_id = uuid.uuid4().hex
+        self.booted_at = timezone.now()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.gallery = Gallery()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queue(self) -> str:
+        return node_queue(self.node_id)
+
+    def heartbeat(self) -> registry.Heartbeat:
+        return registry.Heartbeat(
+            node_id=self.node_id,
+            engine=self.engine.engine_name,
+            model_id=self.engine.model_id,
+            model_version=self.engine.model_version,
+            boot_id=self.boot_id,
+            host=self.host,
+            pid=self.pid,
+            gallery_size=len(self.gallery),
+            sent_at=time.time(),
+        )
+
+    def beat(self) -> None:
+        if registry.publish_heartbeat(self.heartbeat()):
+            # The registry lost us (first beat, expiry or a Redis flush): republish what we hold.
+            registry.republish_warm(self.node_id, self.gallery.speaker_ids())
+        from nodes.models import Node
+
+        Node.objects.filter(node_id=self.node_id).update(last_seen_at=timezone.now())
+
+    def start_heartbeats(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(settings.NODE_HEARTBEAT_INTERVAL_S):
+                try:
+                    self.beat()
+                except Exception:  # a broken beat must not kill the node; the next one retries
+                    logger.exception("heartbeat of node %s failed", self.node_id)
+                finally:
+                    close_old_connections()
+
+        self._thread = threading.Thread(target=loop, name=f"heartbeat-{self.node_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        registry.redis_client().delete(registry.heartbeat_key(self.node_id))
+
+
+def node_queue(node_id: str) -> str:
+    return f"node.{node_id}"
+
+
+_current: NodeRuntime | None = None
+
+
+def install(runtime: NodeRuntime) -> None:
+    global _current
+    _current = runtime
+
+
+def current_node() -> NodeRuntime:
+    if _current is None:
+        raise RuntimeError("this process is not a pyannote node (start one with run_node)")
+    return _current
