@@ -21,6 +21,48 @@ LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech-dev"
 RATE = 16_000
 
 
+def isolate_environment(name: str) -> None:
+    """Points this process and its children at a fresh database and Redis of their own.
+
+    With DATABASE_URL set, a database ``bench_<name>`` is (re)created on that server;
+    without it, an embedded server keeps its data under .data/bench-<name>. Redis: with
+    REDIS_URL on TCP, database 14; without it, an embedded one. Nothing a benchmark
+    writes lands in the service's own data.
+    """
+    from urllib.parse import urlparse, urlunparse
+
+    import psycopg
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["BLOB_STORE"] = "local"
+    data_dir = ROOT / ".data" / f"bench-{name}"
+    if data_dir.exists():
+        import shutil
+
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    os.environ["SCAIECHO_DATA_DIR"] = str(data_dir)
+    os.environ["BLOB_LOCAL_DIR"] = str(data_dir / "blobs")
+    if url := os.environ.get("DATABASE_URL"):
+        database = f"bench_{name}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{database}"')
+        os.environ["DATABASE_URL"] = urlunparse(urlparse(url)._replace(path=f"/{database}"))
+    if (redis_url := os.environ.get("REDIS_URL")) and redis_url.startswith("redis://"):
+        os.environ["REDIS_URL"] = urlunparse(urlparse(redis_url)._replace(path="/14"))
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def manage(*args: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -53,10 +95,10 @@ def wait_for_http(url: str, timeout_s: float = 120.0) -> None:
 
 
 @contextmanager
-def running_service(port: int) -> Iterator[subprocess.Popen[bytes]]:
+def running_service(port: int, nodes: str = "node-1") -> Iterator[subprocess.Popen[bytes]]:
     """`manage.py run_service` as a user starts it, stopped afterwards."""
     service = subprocess.Popen(
-        [sys.executable, "manage.py", "run_service", "--port", str(port)],
+        [sys.executable, "manage.py", "run_service", "--port", str(port), "--nodes", nodes],
         cwd=ROOT,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,

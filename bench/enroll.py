@@ -29,6 +29,7 @@ from bench.common import (  # noqa: E402
     api_process_pid,
     encode_wav,
     free_port,
+    isolate_environment,
     librispeech_speakers,
     manage,
     peak_rss_mb,
@@ -90,16 +91,21 @@ def main() -> None:
         "--requests", type=int, default=32, help="enrollments per concurrency level"
     )
     parser.add_argument("--levels", default="1,4,16")
+    parser.add_argument(
+        "--nodes",
+        default="node-1",
+        help="nodes run_service starts ('' for none: the 201 then skips fan-out)",
+    )
     args = parser.parse_args()
 
-    manage("migrate", "--verbosity", "0")
+    isolate_environment("enroll")
     manage("create_tenant", "bench")
     key = manage("create_api_key", "bench", "--scopes", "scaiecho:enroll")
     pairs = recordings()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
-    with running_service(port) as service, httpx.Client() as client:
+    with running_service(port, args.nodes) as service, httpx.Client() as client:
         api_pid = api_process_pid(service.pid)
         enroll(client, base, key, pairs[0], -1)  # first request loads the models
         print(f"{'conc':>4} {'n':>4}  latency                           throughput   preflight RTF")
@@ -120,7 +126,9 @@ def main() -> None:
                 f"{len(results) / wall:6.2f} req/s   "
                 f"median {statistics.median(rtfs):.4f} p95 {percentile(rtfs, 95):.4f}"
             )
-        print(f"API process peak RSS: {peak_rss_mb(api_pid):.0f} MB")
+        print(
+            f"API process peak RSS: {peak_rss_mb(api_pid):.0f} MB (nodes: {args.nodes or 'none'})"
+        )
 
 
 if __name__ == "__main__":

@@ -154,7 +154,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 600)
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_TASK_ROUTES = {"nodes.tasks.reconcile_assignments": {"queue": "orchestrator"}}
+CELERY_TASK_ROUTES = {
+    "nodes.tasks.reconcile_assignments": {"queue": "orchestrator"},
+    "enrollment.tasks.*": {"queue": "orchestrator"},
+}
 
 # --- Blob store ---------------------------------------------------------------
 # With S3_ENDPOINT_URL or S3_BUCKET set, blobs go to S3; otherwise to a local directory.
@@ -207,11 +210,20 @@ NODE_TASK_MAX_RETRIES = env_int("NODE_TASK_MAX_RETRIES", 5)
 # Work queued this long without an answer from a live node is sent again (lost messages).
 NODE_REQUEUE_AFTER_S = env_float("NODE_REQUEUE_AFTER_S", 60.0)
 NODE_RECONCILE_INTERVAL_S = env_float("NODE_RECONCILE_INTERVAL_S", 30.0)
+RETENTION_SWEEP_INTERVAL_S = env_float("RETENTION_SWEEP_INTERVAL_S", 3600.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-node-assignments": {
         "task": "nodes.tasks.reconcile_assignments",
         "schedule": NODE_RECONCILE_INTERVAL_S,
-    }
+    },
+    "retry-blob-erasures": {
+        "task": "enrollment.tasks.retry_blob_erasures",
+        "schedule": NODE_RECONCILE_INTERVAL_S,
+    },
+    "erase-expired-speakers": {
+        "task": "enrollment.tasks.erase_expired_speakers",
+        "schedule": RETENTION_SWEEP_INTERVAL_S,
+    },
 }
 
 LOGGING = {

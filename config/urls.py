@@ -8,4 +8,5 @@ urlpatterns = [
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("v1/modules/scaiecho/", include("enrollment.api.urls")),
     path("v1/modules/scaiecho/", include("nodes.api.urls")),
+    path("v1/modules/scaiecho/", include("audit.api.urls")),
 ]

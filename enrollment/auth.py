@@ -42,6 +42,10 @@ class ApiPrincipal:
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
 
+    @property
+    def actor(self) -> str:
+        return f"api-key:{self.api_key.prefix}"
+
 
 def resolve_api_key(raw_key: str) -> ApiKey | None:
     prefix = prefix_of(raw_key)

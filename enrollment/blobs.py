@@ -25,13 +25,19 @@ class StoredBlob:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class BlobRemoval:
+    bytes: int
+    versions: int
+
+
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> StoredBlob: ...
 
     def get(self, key: str) -> bytes: ...
 
-    def delete_all_versions(self, key: str) -> int:
-        """Remove every stored copy of ``key``; returns the bytes removed."""
+    def delete_all_versions(self, key: str) -> BlobRemoval:
+        """Remove every stored copy of ``key``; says how much was removed."""
         ...
 
 
@@ -66,16 +72,16 @@ class LocalBlobStore:
         except OSError as exc:
             raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
 
-    def delete_all_versions(self, key: str) -> int:
+    def delete_all_versions(self, key: str) -> BlobRemoval:
         path = self._path(key)
         try:
             size = path.stat().st_size
             path.unlink()
         except FileNotFoundError:
-            return 0
+            return BlobRemoval(0, 0)
         except OSError as exc:
             raise BlobStoreError(f"cannot delete blob {key}: {exc}") from exc
-        return size
+        return BlobRemoval(size, 1)
 
 
 class S3BlobStore:
@@ -122,11 +128,11 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
 
-    def delete_all_versions(self, key: str) -> int:
+    def delete_all_versions(self, key: str) -> BlobRemoval:
         """Delete every object version and delete marker of exactly ``key``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        removed = 0
+        removed = versions = 0
         try:
             paginator = self.client.get_paginator("list_object_versions")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
@@ -137,9 +143,10 @@ class S3BlobStore:
                         Bucket=self.bucket, Key=key, VersionId=entry["VersionId"]
                     )
                 removed += sum(int(v.get("Size", 0)) for v in entries)
+                versions += len(entries) + len(markers)
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot delete blob {key}: {exc}") from exc
-        return removed
+        return BlobRemoval(removed, versions)
 
 
 def s3_client() -> Any:

@@ -18,6 +18,8 @@ class Tenant(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200, blank=True)
+    # Speakers unused this long are erased (BIPA: at most 3 years after last interaction).
+    retention_days = models.PositiveIntegerField(default=3 * 365)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

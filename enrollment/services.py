@@ -7,24 +7,30 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
+from audit.models import ErasureAudit, ErasureConfirmation, ErasureReason
+from audit.services import confirm_erasure, record_event
 from consent.models import ConsentRecord
 from consent.services import record_consent
 from enrollment.auth import KEY_PREFIX_LENGTH, ApiPrincipal, hash_api_key
 from enrollment.blobs import BlobStore, BlobStoreError, StoredBlob, get_blob_store
 from enrollment.errors import PreflightRejected, ServiceError, UploadTooLarge
-from enrollment.models import ALL_SCOPES, ApiKey, Speaker, Tenant
+from enrollment.models import ALL_SCOPES, ApiKey, EnrollmentStatus, Speaker, Tenant
 from enrollment.preflight import Preflight, PreflightReport
 from enrollment.selectors import tenant_voiceprints
 from nodes.engine import get_engine
-from nodes.services import fan_out_enrollment, wait_for_nodes
+from nodes.services import evict_everywhere, fan_out_enrollment, wait_for_nodes
 
 logger = logging.getLogger(__name__)
 
+BLOBS_DELETED = "blobs_deleted"
 NO_NODE_NOTE = (
     "No pyannote node is online: the speaker stays pending until a node comes online "
     "and takes the enrollment."
@@ -58,13 +64,20 @@ def create_api_key(tenant: Tenant, scopes: list[str], name: str = "") -> tuple[A
         )
     prefix = secrets.token_hex(KEY_PREFIX_LENGTH // 2)
     raw_key = f"se_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(
-        tenant=tenant,
-        name=name,
-        prefix=prefix,
-        key_sha256=hash_api_key(raw_key),
-        scopes=sorted(set(scopes)),
-    )
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            tenant=tenant,
+            name=name,
+            prefix=prefix,
+            key_sha256=hash_api_key(raw_key),
+            scopes=sorted(set(scopes)),
+        )
+        record_event(
+            "api_key.created",
+            actor="operator",
+            tenant=tenant,
+            details={"prefix": prefix, "scopes": key.scopes, "name": name},
+        )
     return key, raw_key
 
 
@@ -128,6 +141,15 @@ def enroll_speaker(
         tenant_voiceprints(tenant, engine.model_id, engine.model_version),
     )
     if not report.passed:
+        record_event(
+            "preflight.rejected",
+            actor=principal.actor,
+            tenant=tenant,
+            details={
+                "findings": [f.code for f in report.findings if f.severity == "error"],
+                "client_ip": client_ip,
+            },
+        )
         raise PreflightRejected(
             "The recordings did not pass the quality preflight; nothing was stored.",
             details={
@@ -162,6 +184,20 @@ def enroll_speaker(
             )
             # Tasks leave only once the rows are committed, so a node never misses them.
             scheduled = fan_out_enrollment(speaker)
+            record_event(
+                "speaker.enrolled",
+                actor=principal.actor,
+                tenant=tenant,
+                speaker_id=str(speaker.id),
+                details={
+                    "consent_record_id": str(consent_record.id),
+                    "reference_sha256": reference_blob.sha256,
+                    "consent_sha256": consent_blob.sha256,
+                    "quality_grade": report.quality_grade(),
+                    "warm_scheduled_on": scheduled,
+                    "client_ip": client_ip,
+                },
+            )
     except BaseException:
         _remove_blobs(store, written)
         raise
@@ -225,3 +261,117 @@ def _create_speaker(
         preflight=report.to_dict(),
         created_by_key=principal.api_key,
     )
+
+
+# --- erasure (GDPR Art. 17) ------------------------------------------------------------
+
+
+@dataclass
+class ErasureOutcome:
+    erasure: ErasureAudit
+    created: bool
+
+
+def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcome:
+    """Deletes both recordings (every version), tombstones the speaker, writes the receipt
+    and sends an eviction to every node that may hold the embedding.
+
+    A second call returns the first receipt and does nothing else.
+    """
+    store = get_blob_store()
+    with transaction.atomic():
+        speaker = Speaker.objects.select_for_update().get(id=speaker.id)
+        existing = ErasureAudit.objects.filter(speaker=speaker).first()
+        if existing is not None:
+            return ErasureOutcome(existing, created=False)
+        consents = list(ConsentRecord.objects.filter(speaker=speaker))
+        keys = [speaker.reference_blob_key, *[c.recording_blob_key for c in consents]]
+        deleted_bytes, versions, errors = 0, 0, []
+        for key in keys:
+            try:
+                removed = store.delete_all_versions(key)
+            except BlobStoreError as exc:
+                errors.append(f"{key}: {exc}")
+                continue
+            deleted_bytes += removed.bytes
+            versions += removed.versions
+        previous_status = speaker.enrollment_status
+        node_ids = evict_everywhere(speaker)
+        now = timezone.now()
+        Speaker.objects.filter(id=speaker.id).update(
+            enrollment_status=EnrollmentStatus.EVICTED,
+            display_name="",
+            description="",
+            voiceprint=None,
+            reference_sha256="",
+            preflight={},
+            updated_at=now,
+            status_changed_at=now,
+        )
+        erasure = ErasureAudit.objects.create(
+            tenant_id=speaker.tenant_id,
+            speaker=speaker,
+            reason=reason,
+            requested_by=actor,
+            erased_at=now,
+            blob_keys=keys,
+            blob_versions_deleted=versions,
+            blob_bytes_deleted=deleted_bytes,
+            blob_errors=errors,
+            consent_record_ids=[str(c.id) for c in consents],
+            nodes_to_evict=node_ids,
+        )
+        record_event(
+            "speaker.status_changed",
+            actor=actor,
+            tenant_id=str(speaker.tenant_id),
+            speaker_id=str(speaker.id),
+            details={"from": previous_status, "to": EnrollmentStatus.EVICTED},
+        )
+        record_event(
+            "speaker.erased",
+            actor=actor,
+            tenant_id=str(speaker.tenant_id),
+            speaker_id=str(speaker.id),
+            details={
+                "erasure_id": str(erasure.id),
+                "reason": reason,
+                "blob_bytes_deleted": deleted_bytes,
+                "blob_errors": errors,
+                "nodes_to_evict": node_ids,
+            },
+        )
+    return ErasureOutcome(erasure, created=True)
+
+
+def retry_blob_erasures() -> int:
+    """Deletes blobs that an earlier erasure could not; confirms each as a new row."""
+    store = get_blob_store()
+    done = 0
+    confirmed = ErasureConfirmation.objects.filter(outcome=BLOBS_DELETED).values("erasure_id")
+    for erasure in ErasureAudit.objects.exclude(blob_errors=[]).exclude(id__in=confirmed):
+        try:
+            removed = sum(store.delete_all_versions(key).bytes for key in erasure.blob_keys)
+        except BlobStoreError:
+            logger.warning("blob store still failing for erasure %s", erasure.id)
+            continue
+        done += confirm_erasure(erasure, node_id="", outcome=BLOBS_DELETED, detail=str(removed))
+    return done
+
+
+def erase_expired_speakers(now: datetime | None = None) -> list[str]:
+    """Erases every speaker unused for longer than its tenant's retention period."""
+    now = now or timezone.now()
+    erased = []
+    for tenant in Tenant.objects.all():
+        cutoff = now - timedelta(days=tenant.retention_days)
+        expired = (
+            Speaker.objects.filter(tenant=tenant)
+            .exclude(enrollment_status=EnrollmentStatus.EVICTED)
+            .annotate(last_activity=Coalesce("last_used_at", "created_at"))
+            .filter(last_activity__lt=cutoff)
+        )
+        for speaker in expired:
+            erase_speaker(speaker, reason=ErasureReason.RETENTION_EXPIRED, actor="system:retention")
+            erased.append(str(speaker.id))
+    return erased

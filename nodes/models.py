@@ -28,6 +28,8 @@ class AssignmentState(models.TextChoices):
     QUEUED = "queued"
     WARM = "warm"
     FAILED = "failed"
+    EVICTING = "evicting"
+    EVICTED = "evicted"
 
 
 class NodeAssignment(models.Model):

@@ -97,6 +97,24 @@ def mark_warm(node_id: str, speaker_id: str) -> None:
     pipe.execute()
 
 
+def mark_cold(node_id: str, speaker_id: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.srem(warm_key(speaker_id), node_id)
+    pipe.srem(node_warm_key(node_id), speaker_id)
+    pipe.execute()
+
+
+def forget_speaker(speaker_id: str) -> None:
+    """Drops every warm entry of an erased speaker."""
+    client = redis_client()
+    node_ids = [str(n) for n in client.smembers(warm_key(speaker_id))]
+    pipe = client.pipeline()
+    for node_id in node_ids:
+        pipe.srem(node_warm_key(node_id), speaker_id)
+    pipe.delete(warm_key(speaker_id))
+    pipe.execute()
+
+
 def republish_warm(node_id: str, speaker_ids: list[str]) -> None:
     pipe = redis_client().pipeline()
     for speaker_id in speaker_ids:

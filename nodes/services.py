@@ -14,6 +14,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.models import ErasureAudit
+from audit.services import confirm_erasure, record_event
 from enrollment.audio import AudioRejected, decode_audio
 from enrollment.blobs import BlobStoreError, get_blob_store, sha256_hex
 from enrollment.errors import ServiceError
@@ -104,7 +106,7 @@ def warm_view(speaker: Speaker) -> WarmView:
     )
 
 
-def rewarm(speaker: Speaker, node_ids: list[str]) -> list[str]:
+def rewarm(speaker: Speaker, node_ids: list[str], actor: str) -> list[str]:
     """Re-enrolls on every candidate (empty list) or the given live candidates."""
     if speaker.enrollment_status == EnrollmentStatus.EVICTED:
         raise ServiceError("This speaker was erased and cannot be warmed.", details={})
@@ -120,6 +122,13 @@ def rewarm(speaker: Speaker, node_ids: list[str]) -> list[str]:
             )
         targets = sorted(set(node_ids))
     with transaction.atomic():
+        record_event(
+            "speaker.rewarm_requested",
+            actor=actor,
+            tenant_id=str(speaker.tenant_id),
+            speaker_id=str(speaker.id),
+            details={"requested": node_ids, "scheduled": targets},
+        )
         return schedule_warm(speaker, targets)
 
 
@@ -159,6 +168,42 @@ def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
     return resend
 
 
+EVICT_TASK = "nodes.tasks.evict_speaker"
+
+
+def evict_everywhere(speaker: Speaker) -> list[str]:
+    """Marks every node that may hold the speaker as evicting and, on commit, tells each.
+
+    The warm registry entries go at once; the nodes confirm their evictions later.
+    """
+    assignments = NodeAssignment.objects.filter(speaker=speaker).exclude(
+        state=AssignmentState.EVICTED
+    )
+    node_ids = sorted(
+        set(assignments.values_list("node_id", flat=True))
+        | set(registry.warm_node_ids(str(speaker.id)))
+    )
+    now = timezone.now()
+    for node_id in node_ids:
+        NodeAssignment.objects.update_or_create(
+            speaker=speaker,
+            node_id=node_id,
+            defaults={"state": AssignmentState.EVICTING, "last_error": ""},
+            create_defaults={"state": AssignmentState.EVICTING, "queued_at": now},
+        )
+    speaker_id = str(speaker.id)
+
+    def send() -> None:
+        from config.celery import app
+
+        registry.forget_speaker(speaker_id)
+        for node_id in node_ids:
+            app.send_task(EVICT_TASK, args=[speaker_id], queue=node_queue(node_id))
+
+    transaction.on_commit(send)
+    return node_ids
+
+
 # --- the node side ----------------------------------------------------------------------
 
 
@@ -182,6 +227,11 @@ def start_node(runtime: NodeRuntime) -> int:
         },
     )
     registry.forget_node_warmth(runtime.node_id)
+    # This boot holds nothing yet, so every eviction still owed by this node is done.
+    for speaker_id in NodeAssignment.objects.filter(
+        node_id=runtime.node_id, state=AssignmentState.EVICTING
+    ).values_list("speaker_id", flat=True):
+        evict_here(runtime, str(speaker_id))
     with transaction.atomic():
         speakers = list(
             Speaker.objects.filter(
@@ -220,9 +270,37 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
         and (held.model_id, held.model_version) == (engine.model_id, engine.model_version)
     ):
         runtime.gallery.put(speaker_id, _embed_reference(runtime, speaker))
+    if (
+        not Speaker.objects.filter(id=speaker_id)
+        .exclude(enrollment_status=EnrollmentStatus.EVICTED)
+        .exists()
+    ):
+        runtime.gallery.remove(speaker_id)  # erased while we were computing
+        return "skipped"
     registry.mark_warm(runtime.node_id, speaker_id)
     _record_warm(runtime, speaker, time.perf_counter() - started)
     return "warm"
+
+
+def evict_here(runtime: NodeRuntime, speaker_id: str) -> str:
+    """Drops the speaker's embedding from this node and confirms it on the erasure receipt.
+
+    Idempotent: a repeated eviction confirms nothing twice.
+    """
+    held = runtime.gallery.remove(speaker_id)
+    registry.mark_cold(runtime.node_id, speaker_id)
+    NodeAssignment.objects.filter(speaker_id=speaker_id, node_id=runtime.node_id).update(
+        state=AssignmentState.EVICTED, last_error=""
+    )
+    erasure = ErasureAudit.objects.filter(speaker_id=speaker_id).first()
+    if erasure is not None:
+        confirm_erasure(
+            erasure,
+            node_id=runtime.node_id,
+            outcome="evicted",
+            detail="embedding removed from memory" if held else "embedding not held",
+        )
+    return "evicted"
 
 
 def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
@@ -272,10 +350,24 @@ def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> None:
         create_defaults={**held, "queued_at": now, "attempts": 1},
     )
     # Conditional: concurrent successes flip it once, and nothing flips it back.
-    Speaker.objects.filter(
-        id=speaker.id,
-        enrollment_status__in=[EnrollmentStatus.PENDING, EnrollmentStatus.FAILED],
-    ).update(enrollment_status=EnrollmentStatus.READY, updated_at=now, status_changed_at=now)
+    with transaction.atomic():
+        previous = speaker.enrollment_status
+        flipped = Speaker.objects.filter(
+            id=speaker.id,
+            enrollment_status__in=[EnrollmentStatus.PENDING, EnrollmentStatus.FAILED],
+        ).update(enrollment_status=EnrollmentStatus.READY, updated_at=now, status_changed_at=now)
+        if flipped:
+            record_event(
+                "speaker.status_changed",
+                actor=f"node:{runtime.node_id}",
+                tenant_id=str(speaker.tenant_id),
+                speaker_id=str(speaker.id),
+                details={
+                    "from": previous,
+                    "to": EnrollmentStatus.READY,
+                    "node_id": runtime.node_id,
+                },
+            )
 
 
 def record_failure(node_id: str, speaker_id: str, error: str) -> None:
@@ -288,6 +380,26 @@ def record_failure(node_id: str, speaker_id: str, error: str) -> None:
     ).exists()
     if not still_possible:
         now = timezone.now()
-        Speaker.objects.filter(id=speaker_id, enrollment_status=EnrollmentStatus.PENDING).update(
-            enrollment_status=EnrollmentStatus.FAILED, updated_at=now, status_changed_at=now
-        )
+        with transaction.atomic():
+            flipped = Speaker.objects.filter(
+                id=speaker_id, enrollment_status=EnrollmentStatus.PENDING
+            ).update(
+                enrollment_status=EnrollmentStatus.FAILED, updated_at=now, status_changed_at=now
+            )
+            if flipped:
+                tenant_id = Speaker.objects.values_list("tenant_id", flat=True).get(id=speaker_id)
+                record_event(
+                    "speaker.status_changed",
+                    actor=f"node:{node_id}",
+                    tenant_id=str(tenant_id),
+                    speaker_id=speaker_id,
+                    details={
+                        "from": EnrollmentStatus.PENDING,
+                        "to": EnrollmentStatus.FAILED,
+                        "errors": dict(
+                            NodeAssignment.objects.filter(speaker_id=speaker_id).values_list(
+                                "node_id", "last_error"
+                            )
+                        ),
+                    },
+                )

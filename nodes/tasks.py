@@ -27,6 +27,11 @@ def warm_speaker(self: Task, speaker_id: str) -> str:
         raise self.retry(exc=exc, countdown=services.retry_delay_s(self.request.retries)) from exc
 
 
+@shared_task(name=services.EVICT_TASK, acks_late=True, reject_on_worker_lost=True)
+def evict_speaker(speaker_id: str) -> str:
+    return services.evict_here(current_node(), speaker_id)
+
+
 @shared_task(name="nodes.tasks.reconcile_assignments", acks_late=True)
 def reconcile_assignments() -> int:
     return len(services.reconcile_assignments(settings.NODE_REQUEUE_AFTER_S))

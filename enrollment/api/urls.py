@@ -5,4 +5,9 @@ from enrollment.api import views
 urlpatterns = [
     path("speakers", views.SpeakerCollectionView.as_view(), name="speakers"),
     path("speakers/<uuid:speaker_id>", views.SpeakerDetailView.as_view(), name="speaker-detail"),
+    path(
+        "speakers/<uuid:speaker_id>/consent/withdraw",
+        views.ConsentWithdrawalView.as_view(),
+        name="consent-withdraw",
+    ),
 ]

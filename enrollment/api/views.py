@@ -9,6 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.models import ErasureReason
+from audit.selectors import erasure_receipt
 from enrollment import selectors, services
 from enrollment.api.pagination import DataPagination
 from enrollment.api.serializers import (
@@ -88,7 +90,7 @@ class SpeakerCollectionView(APIView):
 
 
 class SpeakerDetailView(APIView):
-    required_scopes = {"GET": [ENROLL, AUDIT]}
+    required_scopes = {"GET": [ENROLL, AUDIT], "DELETE": [ENROLL]}
 
     @extend_schema(responses=SpeakerDetailSerializer, summary="A speaker's profile")
     def get(self, request: Request, speaker_id: str) -> Response:
@@ -96,3 +98,24 @@ class SpeakerDetailView(APIView):
         if speaker is None:
             raise NotFound("No such speaker.")
         return Response({"data": SpeakerDetailSerializer(speaker).data})
+
+    @extend_schema(summary="Erase the speaker (GDPR Art. 17)", responses={200: None})
+    def delete(self, request: Request, speaker_id: str) -> Response:
+        return erase(request, speaker_id, ErasureReason.REQUESTED)
+
+
+class ConsentWithdrawalView(APIView):
+    required_scopes = {"POST": [ENROLL]}
+
+    @extend_schema(request=None, summary="Withdraw consent: erases the speaker")
+    def post(self, request: Request, speaker_id: str) -> Response:
+        return erase(request, speaker_id, ErasureReason.CONSENT_WITHDRAWN)
+
+
+def erase(request: Request, speaker_id: str, reason: str) -> Response:
+    principal = principal_of(request)
+    speaker = selectors.speaker_for_tenant(principal.tenant, speaker_id)
+    if speaker is None:
+        raise NotFound("No such speaker.")
+    outcome = services.erase_speaker(speaker, reason=reason, actor=principal.actor)
+    return Response({"data": erasure_receipt(outcome.erasure)})

@@ -50,7 +50,9 @@ class SpeakerWarmView(APIView):
         speaker = tenant_speaker(request, speaker_id)
         form = WarmRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        scheduled = services.rewarm(speaker, form.validated_data["node_ids"])
+        scheduled = services.rewarm(
+            speaker, form.validated_data["node_ids"], principal_of(request).actor
+        )
         body = WarmViewSerializer(warm_body(speaker)).data
         return Response(
             {"data": {"scheduled_node_ids": scheduled, **body}}, status=status.HTTP_202_ACCEPTED

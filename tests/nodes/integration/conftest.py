@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.factories import client_for, make_key, make_tenant
 from tests.live import NodeProcess, clear_redis, node_environment, wipe_database
 
 
@@ -46,3 +47,20 @@ def cluster(django_db_setup, django_db_blocker, s3_blob_store, moto_server, tmp_
             print(nodes.logs())  # pytest shows captured output only for a failing test
             clear_redis()
             wipe_database()
+
+
+@pytest.fixture(scope="session")
+def loaded_models():
+    """Loads the preflight's models up front, so a slow first load cannot outlast a heartbeat."""
+    import numpy as np
+
+    from nodes.engine import get_engine
+    from nodes.vad import get_vad
+
+    get_vad().speech_regions(np.zeros(16_000, dtype=np.float32))
+    get_engine().voiceprint(np.random.default_rng(0).normal(0, 0.01, 32_000).astype(np.float32))
+
+
+@pytest.fixture
+def api(cluster, loaded_models):
+    return client_for(make_key(make_tenant())[1])

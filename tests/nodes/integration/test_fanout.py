@@ -9,29 +9,12 @@ import pytest
 from enrollment.models import Speaker
 from nodes import registry, services
 from nodes.models import NodeAssignment
-from tests.factories import client_for, enrollment_form, make_key, make_tenant
+from tests.factories import enrollment_form
 from tests.live import wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SPEAKERS = "/v1/modules/scaiecho/speakers"
-
-
-@pytest.fixture(scope="module")
-def loaded_models():
-    """Loads the preflight's models up front, so a slow first load cannot outlast a heartbeat."""
-    import numpy as np
-
-    from nodes.engine import get_engine
-    from nodes.vad import get_vad
-
-    get_vad().speech_regions(np.zeros(16_000, dtype=np.float32))
-    get_engine().voiceprint(np.random.default_rng(0).normal(0, 0.01, 32_000).astype(np.float32))
-
-
-@pytest.fixture
-def api(cluster, loaded_models):
-    return client_for(make_key(make_tenant())[1])
 
 
 def enroll(api) -> dict:

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit import selectors
+from audit.api.serializers import (
+    AuditEventSerializer,
+    AuditQuerySerializer,
+    ConsentRecordSerializer,
+)
+from audit.services import record_event, verify_chain
+from enrollment.api.pagination import DataPagination
+from enrollment.api.views import AUDIT, ENROLL, principal_of
+
+
+def _export(rows: Iterable[dict[str, Any]], fmt: str, name: str) -> StreamingHttpResponse:
+    def jsonl() -> Iterator[str]:
+        for row in rows:
+            yield json.dumps(row, default=str, sort_keys=True) + "\n"
+
+    def as_csv() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer: csv.DictWriter[str] | None = None
+        for row in rows:
+            flat = {
+                k: json.dumps(v, default=str) if isinstance(v, dict | list) else v
+                for k, v in row.items()
+            }
+            if writer is None:
+                writer = csv.DictWriter(buffer, fieldnames=list(flat))
+                writer.writeheader()
+            writer.writerow(flat)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    response = StreamingHttpResponse(
+        jsonl() if fmt == "jsonl" else as_csv(), content_type=content_type
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
+
+
+class AuditListView(APIView):
+    """A filtered, paginated list that auditors can also export as CSV or JSON Lines."""
+
+    required_scopes = {"GET": [AUDIT]}
+    export_name = ""
+
+    def rows(self, request: Request, query: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def serialize(self, items: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def get(self, request: Request) -> Any:
+        form = AuditQuerySerializer(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        query = dict(form.validated_data)
+        fmt = query.pop("export", None)
+        principal = principal_of(request)
+        rows = self.rows(request, {k: str(v) if k == "speaker_id" else v for k, v in query.items()})
+        if fmt:
+            record_event(
+                "audit.exported",
+                actor=principal.actor,
+                tenant=principal.tenant,
+                details={
+                    "export": self.export_name,
+                    "format": fmt,
+                    "filters": {k: str(v) for k, v in query.items()},
+                },
+            )
+            serialize: Callable[[Any], list[dict[str, Any]]] = self.serialize
+            return _export(
+                (row for chunk in _chunks(rows) for row in serialize(chunk)), fmt, self.export_name
+            )
+        paginator = DataPagination()
+        page: list[Any] | None = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(self.serialize(page))
+
+
+def _chunks(queryset: Any, size: int = 2000) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in queryset.iterator(chunk_size=size):
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class ConsentRecordListView(AuditListView):
+    export_name = "consent-records"
+
+    @extend_schema(
+        parameters=[AuditQuerySerializer],
+        responses=ConsentRecordSerializer(many=True),
+        summary="Consent records (auditors)",
+    )
+    def get(self, request: Request) -> Any:
+        return super().get(request)
+
+    def rows(self, request: Request, query: dict[str, Any]) -> Any:
+        return selectors.consent_records(principal_of(request).tenant, **query)
+
+    def serialize(self, items: Any) -> list[dict[str, Any]]:
+        return list(ConsentRecordSerializer(items, many=True).data)
+
+
+class ErasureListView(AuditListView):
+    export_name = "erasures"
+
+    @extend_schema(parameters=[AuditQuerySerializer], summary="Erasure receipts (auditors)")
+    def get(self, request: Request) -> Any:
+        return super().get(request)
+
+    def rows(self, request: Request, query: dict[str, Any]) -> Any:
+        return selectors.erasures(principal_of(request).tenant, **query)
+
+    def serialize(self, items: Any) -> list[dict[str, Any]]:
+        return [selectors.erasure_receipt(erasure) for erasure in items]
+
+
+class AuditEventListView(AuditListView):
+    export_name = "audit-events"
+
+    @extend_schema(
+        parameters=[AuditQuerySerializer],
+        responses=AuditEventSerializer(many=True),
+        summary="The audit trail (auditors)",
+    )
+    def get(self, request: Request) -> Any:
+        return super().get(request)
+
+    def rows(self, request: Request, query: dict[str, Any]) -> Any:
+        return selectors.audit_events(principal_of(request).tenant, **query)
+
+    def serialize(self, items: Any) -> list[dict[str, Any]]:
+        return list(AuditEventSerializer(items, many=True).data)
+
+
+class ErasureDetailView(APIView):
+    required_scopes = {"GET": [ENROLL, AUDIT]}
+
+    @extend_schema(summary="An erasure receipt")
+    def get(self, request: Request, audit_id: str) -> Response:
+        erasure = selectors.erasure_for_tenant(principal_of(request).tenant, audit_id)
+        if erasure is None:
+            raise NotFound("No such erasure.")
+        return Response({"data": selectors.erasure_receipt(erasure)})
+
+
+class AuditVerifyView(APIView):
+    required_scopes = {"GET": [AUDIT]}
+
+    @extend_schema(summary="Verify the audit trail's hash chain")
+    def get(self, request: Request) -> Response:
+        return Response({"data": verify_chain().as_dict()})

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+
+from audit.models import AuditEvent, ErasureAudit
+from consent.models import ConsentRecord
+from enrollment.models import Tenant
+
+
+def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
+    """The receipt: the immutable audit row plus every confirmation appended since."""
+    confirmations = list(erasure.confirmations.all())
+    nodes = {
+        node_id: {"node_id": node_id, "state": "pending", "detail": ""}
+        for node_id in erasure.nodes_to_evict
+    }
+    blob_errors = list(erasure.blob_errors)
+    blob_bytes = erasure.blob_bytes_deleted
+    for confirmation in confirmations:
+        if confirmation.outcome == "blobs_deleted":
+            blob_errors = []
+            blob_bytes += int(confirmation.detail or 0)
+            continue
+        node = nodes.setdefault(confirmation.node_id, {"node_id": confirmation.node_id})
+        node.update(
+            state=confirmation.outcome,
+            detail=confirmation.detail,
+            confirmed_at=confirmation.confirmed_at.isoformat(),
+        )
+    node_states = sorted(nodes.values(), key=lambda n: n["node_id"])
+    complete = not blob_errors and all(n["state"] == "evicted" for n in node_states)
+    return {
+        "audit_id": str(erasure.id),
+        "speaker_id": str(erasure.speaker_id),
+        "reason": erasure.reason,
+        "requested_by": erasure.requested_by,
+        "erased_at": erasure.erased_at.isoformat(),
+        "blob_keys": erasure.blob_keys,
+        "blob_versions_deleted": erasure.blob_versions_deleted,
+        "blob_bytes_deleted": blob_bytes,
+        "consent_record_ids": erasure.consent_record_ids,
+        "nodes": node_states,
+        "error_summary": {
+            **{
+                n["node_id"]: n.get("detail") or n["state"]
+                for n in node_states
+                if n["state"] != "evicted"
+            },
+            **({"blob_store": "; ".join(blob_errors)} if blob_errors else {}),
+        },
+        "complete": complete,
+    }
+
+
+def _window(
+    queryset: QuerySet[Any], field: str, since: datetime | None, until: datetime | None
+) -> QuerySet[Any]:
+    if since:
+        queryset = queryset.filter(**{f"{field}__gte": since})
+    if until:
+        queryset = queryset.filter(**{f"{field}__lt": until})
+    return queryset
+
+
+def consent_records(
+    tenant: Tenant,
+    speaker_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[ConsentRecord]:
+    records = ConsentRecord.objects.filter(tenant=tenant).order_by("recorded_at", "id")
+    if speaker_id:
+        records = records.filter(speaker_id=speaker_id)
+    return _window(records, "recorded_at", since, until)
+
+
+def erasures(
+    tenant: Tenant,
+    speaker_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[ErasureAudit]:
+    rows = ErasureAudit.objects.filter(tenant=tenant).order_by("erased_at", "id")
+    if speaker_id:
+        rows = rows.filter(speaker_id=speaker_id)
+    return _window(rows, "erased_at", since, until).prefetch_related("confirmations")
+
+
+def audit_events(
+    tenant: Tenant,
+    speaker_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.filter(tenant=tenant).order_by("seq")
+    if speaker_id:
+        events = events.filter(speaker_id=speaker_id)
+    return _window(events, "occurred_at", since, until)
+
+
+def erasure_for_tenant(tenant: Tenant, audit_id: str) -> ErasureAudit | None:
+    return ErasureAudit.objects.filter(tenant=tenant, id=audit_id).first()

@@ -1,0 +1,15 @@
+"""Periodic compliance work, run by the orchestrator worker's beat."""
+
+from celery import shared_task
+
+from enrollment import services
+
+
+@shared_task(name="enrollment.tasks.erase_expired_speakers", acks_late=True)
+def erase_expired_speakers() -> int:
+    return len(services.erase_expired_speakers())
+
+
+@shared_task(name="enrollment.tasks.retry_blob_erasures", acks_late=True)
+def retry_blob_erasures() -> int:
+    return services.retry_blob_erasures()
