@@ -96,17 +96,21 @@ def wait_for_http(url: str, timeout_s: float = 120.0) -> None:
 
 @contextmanager
 def running_service(port: int, nodes: str = "node-1") -> Iterator[subprocess.Popen[bytes]]:
-    """`manage.py run_service` as a user starts it, stopped afterwards."""
+    """`manage.py run_service` as a user starts it, stopped afterwards; logs in its data dir."""
+    log = Path(os.environ.get("SCAIECHO_DATA_DIR", ROOT / ".data")) / "service.log"
     service = subprocess.Popen(
         [sys.executable, "manage.py", "run_service", "--port", str(port), "--nodes", nodes],
         cwd=ROOT,
         env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v1/openapi.json")
         yield service
+    except RuntimeError:
+        print(log.read_text()[-4000:], file=sys.stderr)
+        raise
     finally:
         service.terminate()
         service.wait(timeout=60)

@@ -3,12 +3,11 @@
 1. With 1, 2 and 4 nodes: time from the enrollment's commit to `ready` and to
    warm-on-all, from the service's own timestamps, and the overhead of `ready`
    over the first node's embedding time.
-2. Re-warm of a restarted node holding 1,000 speakers.
+2. Re-warm of a restarted node holding 1,000 speakers, and that node's peak RSS.
 3. Latency of GET .../warm over HTTP with 10,000 enrolled speakers.
-4. Peak RSS of one node.
 
     .venv/bin/python bench/fanout.py
-    .venv/bin/python bench/fanout.py --enrollments 5 --rewarm-speakers 200
+    .venv/bin/python bench/fanout.py --parts 1 --enrollments 5
 
 Runs in a database and Redis of its own (see bench/common.py). The 1,000 and
 10,000 speakers beyond the HTTP enrollments are database copies of an enrolled
@@ -26,7 +25,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,7 +54,9 @@ def start_node(node_id: str) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until(predicate, timeout_s: float = 600.0, interval_s: float = 0.005):
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 600.0, interval_s: float = 0.005
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if value := predicate():
@@ -67,6 +70,132 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=60)
 
 
+def warm_count(node_ids: list[str], boot_id: str | None = None) -> int:
+    from nodes.models import AssignmentState, NodeAssignment
+
+    rows = NodeAssignment.objects.filter(node_id__in=node_ids, state=AssignmentState.WARM)
+    return rows.filter(boot_id=boot_id).count() if boot_id else rows.count()
+
+
+def fan_out(enroll: Callable[[], str], node_counts: list[int], enrollments: int) -> None:
+    from enrollment.models import Speaker
+    from nodes import registry
+    from nodes.models import AssignmentState, NodeAssignment
+
+    print("1. enrollment commit -> ready / warm on all nodes (service timestamps)")
+    for count in node_counts:
+        node_ids = [f"n{count}-{i}" for i in range(count)]
+        nodes = [start_node(n) for n in node_ids]
+        wait_until(
+            lambda ids=node_ids: set(ids) <= set(registry.candidate_node_ids()),
+            timeout_s=180,
+            interval_s=0.2,
+        )
+        # New nodes first warm every speaker enrolled so far; time only fresh enrollments.
+        backlog = Speaker.objects.count() * count
+        wait_until(lambda ids=node_ids, n=backlog: warm_count(ids) == n, interval_s=0.2)
+        ready, all_warm, overhead, work = [], [], [], []
+        for _ in range(enrollments):
+            speaker_id = enroll()
+            speaker = wait_until(
+                lambda s=speaker_id: Speaker.objects.filter(
+                    id=s, enrollment_status="ready"
+                ).first(),
+                timeout_s=120,
+            )
+            rows = wait_until(
+                lambda s=speaker_id, c=count: (lambda r: r if len(r) == c else None)(
+                    list(NodeAssignment.objects.filter(speaker_id=s, state=AssignmentState.WARM))
+                ),
+                timeout_s=120,
+            )
+            first = min(rows, key=lambda a: a.updated_at)
+            to_ready = (speaker.status_changed_at - speaker.created_at).total_seconds()
+            ready.append(to_ready)
+            all_warm.append((max(a.updated_at for a in rows) - speaker.created_at).total_seconds())
+            work.append(first.last_work_s or 0.0)
+            overhead.append(to_ready - (first.last_work_s or 0.0))
+        print(
+            f"  {count} node(s): ready {summary(ready)} | all warm {summary(all_warm)} | "
+            f"first node's embedding p50 {statistics.median(work) * 1000:.0f} ms | "
+            f"ready minus embedding {summary(overhead)}"
+        )
+        for node in nodes:
+            stop(node)
+
+
+def copy_speakers(template: Any, count: int) -> None:
+    from enrollment.models import Speaker
+
+    fields = [f.attname for f in Speaker._meta.concrete_fields if f.attname != "id"]
+    Speaker.objects.bulk_create(
+        [
+            Speaker(**{f: getattr(template, f) for f in fields}, id=uuid.uuid4())
+            for _ in range(max(0, count))
+        ],
+        batch_size=2000,
+    )
+
+
+def rewarm(template: Any, speakers: int) -> None:
+    from enrollment.models import Speaker
+    from nodes import registry
+
+    print(f"2. re-warm of a restarted node holding {speakers} speakers")
+    copy_speakers(template, speakers - Speaker.objects.count())
+    total = Speaker.objects.count()
+    node = start_node("rewarm")
+    wait_until(lambda: warm_count(["rewarm"]) == total, interval_s=0.5)
+    stop(node)
+    restarted = time.monotonic()
+    node = start_node("rewarm")
+    boot = wait_until(lambda: registry.live_heartbeats().get("rewarm"), interval_s=0.05).boot_id
+    online = time.monotonic() - restarted
+    wait_until(lambda: warm_count(["rewarm"], boot) == total, interval_s=0.2)
+    elapsed = time.monotonic() - restarted
+    print(
+        f"  {total} speakers re-warmed {elapsed:.1f} s after the restart (process online "
+        f"after {online:.1f} s, then {(elapsed - online) / total * 1000:.0f} ms per speaker); "
+        f"node peak RSS {peak_rss_mb(node.pid):.0f} MB"
+    )
+    stop(node)
+
+
+def warm_view_latency(client: httpx.Client, template: Any, speakers: int) -> None:
+    from enrollment.models import Speaker
+    from nodes import registry
+
+    print(f"3. GET .../warm with {speakers} enrolled speakers")
+    copy_speakers(template, speakers - Speaker.objects.count())
+    # Two live nodes and one gone: every answer has warm, candidate and stale ids to compute.
+    live = [start_node(f"warm-{i}") for i in range(2)]
+    try:
+        wait_until(
+            lambda: {"warm-0", "warm-1"} <= set(registry.candidate_node_ids()),
+            timeout_s=180,
+            interval_s=0.2,
+        )
+        ids = [str(s) for s in Speaker.objects.values_list("id", flat=True)]
+        pipe = registry.redis_client().pipeline()
+        for speaker_id in ids:
+            for node_id in ("warm-0", "warm-1", "gone-node"):
+                pipe.sadd(registry.warm_key(speaker_id), node_id)
+        pipe.execute()
+        latencies = []
+        for speaker_id in random.sample(ids, 300):
+            started = time.perf_counter()
+            response = client.get(f"/v1/modules/scaiecho/speakers/{speaker_id}/warm")
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+        print(
+            f"  {len(ids)} speakers: {summary(latencies)}  p99 "
+            f"{percentile(latencies, 99) * 1000:.1f} ms"
+        )
+    finally:
+        for node in live:
+            stop(node)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -75,15 +204,15 @@ def main() -> None:
     parser.add_argument("--node-counts", default="1,2,4")
     parser.add_argument("--rewarm-speakers", type=int, default=1000)
     parser.add_argument("--warm-speakers", type=int, default=10_000)
+    parser.add_argument("--parts", default="1,2,3", help="which measurements to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
-    os.environ["ENROLLMENT_ACK_WAIT_S"] = "0"  # answer at once; the nodes are timed below
+    os.environ["ENROLLMENT_ACK_WAIT_S"] = "0"  # answer at once; the nodes are timed here
     isolate_environment("fanout")
     from bench.enroll import recordings
     from enrollment.models import Speaker
     from enrollment.services import create_api_key, create_tenant
-    from nodes import registry
-    from nodes.models import AssignmentState, NodeAssignment
 
     tenant = create_tenant("bench")
     _, key = create_api_key(tenant, ["scaiecho:enroll"])
@@ -106,146 +235,32 @@ def main() -> None:
         env=os.environ.copy(),
     )
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+    def enroll() -> str:
+        response = client.post(
+            "/v1/modules/scaiecho/speakers",
+            data={
+                "display_name": "Bench",
+                "language_primary": "en",
+                "consent_user_full_name": "Bench Speaker",
+                "consent_stated_purpose": "benchmark",
+                "consent_text": "I consent.",
+            },
+            files={"reference": ("r.wav", reference), "consent": ("c.wav", consent)},
+        )
+        response.raise_for_status()
+        return str(response.json()["data"]["id"])
+
     try:
         wait_for_http(f"{base}/v1/openapi.json")
-
-        def enroll() -> str:
-            response = client.post(
-                "/v1/modules/scaiecho/speakers",
-                data={
-                    "display_name": "Bench",
-                    "language_primary": "en",
-                    "consent_user_full_name": "Bench Speaker",
-                    "consent_stated_purpose": "benchmark",
-                    "consent_text": "I consent.",
-                },
-                files={"reference": ("r.wav", reference), "consent": ("c.wav", consent)},
-            )
-            response.raise_for_status()
-            return str(response.json()["data"]["id"])
-
         enroll()  # loads the API's models
-        print("1. enrollment commit -> ready / warm on all nodes (service timestamps)")
-        for count in [int(n) for n in args.node_counts.split(",")]:
-            node_ids = [f"n{count}-{i}" for i in range(count)]
-            nodes = [start_node(n) for n in node_ids]
-            wait_until(
-                lambda ids=node_ids: set(ids) <= set(registry.candidate_node_ids()),
-                timeout_s=180,
-                interval_s=0.2,
-            )
-            ready, all_warm, overhead, work = [], [], [], []
-            for _ in range(args.enrollments):
-                speaker_id = enroll()
-                rows = wait_until(
-                    lambda s=speaker_id, c=count: (
-                        lambda r: (
-                            r
-                            if len(r) == c and all(a.state == AssignmentState.WARM for a in r)
-                            else None
-                        )
-                    )(list(NodeAssignment.objects.filter(speaker_id=s))),
-                    timeout_s=120,
-                )
-                speaker = Speaker.objects.get(id=speaker_id)
-                first = min(rows, key=lambda a: a.updated_at)
-                to_ready = (speaker.status_changed_at - speaker.created_at).total_seconds()
-                ready.append(to_ready)
-                all_warm.append(
-                    (max(a.updated_at for a in rows) - speaker.created_at).total_seconds()
-                )
-                work.append(first.last_work_s or 0.0)
-                overhead.append(to_ready - (first.last_work_s or 0.0))
-            print(
-                f"  {count} node(s): ready {summary(ready)} | all warm {summary(all_warm)} | "
-                f"embedding {statistics.median(work) * 1000:.0f} ms | overhead "
-                f"{summary(overhead)}"
-            )
-            for node in nodes:
-                stop(node)
-
-        print(f"2. re-warm of a restarted node holding {args.rewarm_speakers} speakers")
+        if "1" in parts:
+            fan_out(enroll, [int(n) for n in args.node_counts.split(",")], args.enrollments)
         template = Speaker.objects.filter(tenant=tenant).first()
-        assert template is not None
-        copies = args.rewarm_speakers - Speaker.objects.filter(tenant=tenant).count()
-        Speaker.objects.bulk_create(
-            [
-                Speaker(
-                    **{
-                        f.attname: getattr(template, f.attname)
-                        for f in Speaker._meta.concrete_fields
-                        if f.attname != "id"
-                    },
-                    id=uuid.uuid4(),
-                )
-                for _ in range(max(0, copies))
-            ]
-        )
-        total = Speaker.objects.count()
-        node = start_node("rewarm")
-        wait_until(
-            lambda: (
-                NodeAssignment.objects.filter(node_id="rewarm", state=AssignmentState.WARM).count()
-                == total
-            ),
-            interval_s=0.5,
-        )
-        stop(node)
-        restarted = time.monotonic()
-        node = start_node("rewarm")
-        boot = wait_until(lambda: registry.live_heartbeats().get("rewarm"), interval_s=0.05).boot_id
-        online = time.monotonic() - restarted
-        wait_until(
-            lambda: (
-                NodeAssignment.objects.filter(
-                    node_id="rewarm", state=AssignmentState.WARM, boot_id=boot
-                ).count()
-                == total
-            ),
-            interval_s=0.2,
-        )
-        elapsed = time.monotonic() - restarted
-        print(
-            f"  {total} speakers re-warmed {elapsed:.1f} s after the restart "
-            f"(process online after {online:.1f} s; {(elapsed - online) / total * 1000:.0f} ms "
-            f"per speaker); node peak RSS {peak_rss_mb(node.pid):.0f} MB"
-        )
-        stop(node)
-
-        print(f"3. GET .../warm with {args.warm_speakers} enrolled speakers")
-        copies = args.warm_speakers - Speaker.objects.count()
-        new = [
-            Speaker(
-                **{
-                    f.attname: getattr(template, f.attname)
-                    for f in Speaker._meta.concrete_fields
-                    if f.attname != "id"
-                },
-                id=uuid.uuid4(),
-            )
-            for _ in range(max(0, copies))
-        ]
-        Speaker.objects.bulk_create(new, batch_size=2000)
-        live = [start_node(f"warm-{i}") for i in range(2)]
-        wait_until(lambda: len(registry.candidate_node_ids()) == 2, timeout_s=180, interval_s=0.2)
-        ids = [str(s) for s in Speaker.objects.values_list("id", flat=True)]
-        pipe = registry.redis_client().pipeline()
-        for speaker_id in ids:
-            for node_id in ("warm-0", "warm-1", "gone-node"):
-                pipe.sadd(registry.warm_key(speaker_id), node_id)
-        pipe.execute()
-        latencies = []
-        for speaker_id in random.sample(ids, 300):
-            started = time.perf_counter()
-            response = client.get(f"/v1/modules/scaiecho/speakers/{speaker_id}/warm")
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
-        print(
-            f"  {len(ids)} speakers: {summary(latencies)}  p99 "
-            f"{percentile(latencies, 99) * 1000:.1f} ms"
-        )
-        for node in live:
-            stop(node)
+        if "2" in parts:
+            rewarm(template, args.rewarm_speakers)
+        if "3" in parts:
+            warm_view_latency(client, template, args.warm_speakers)
     finally:
         client.close()
         stop(api)

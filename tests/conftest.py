@@ -61,3 +61,18 @@ def clean_node_registry():
     for key in client.scan_iter(match="scaiecho:*"):
         client.delete(key)
     yield
+
+
+@pytest.fixture
+def live_db(django_db_setup, django_db_blocker, s3_blob_store):
+    """Committed data that other processes (nodes, the service) can see; wiped afterwards."""
+    from tests.live import clear_redis, wipe_database
+
+    with django_db_blocker.unblock():
+        clear_redis()
+        wipe_database()
+        try:
+            yield
+        finally:
+            clear_redis()
+            wipe_database()

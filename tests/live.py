@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,12 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 SCAIECHO_KEYS = ("scaiecho:*", "node.*", "orchestrator", "unacked*", "_kombu.*")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_database_url() -> str:

@@ -33,3 +33,34 @@ class AuditEventSerializer(serializers.Serializer):
     details = serializers.JSONField()
     prev_hash = serializers.CharField()
     hash = serializers.CharField()
+
+
+class NodeEvictionSerializer(serializers.Serializer):
+    node_id = serializers.CharField()
+    state = serializers.ChoiceField(choices=["pending", "evicted", "failed"])
+    detail = serializers.CharField()
+    confirmed_at = serializers.DateTimeField(required=False)
+
+
+class ErasureReceiptSerializer(serializers.Serializer):
+    """Documents the receipt built by audit.selectors.erasure_receipt."""
+
+    audit_id = serializers.UUIDField()
+    speaker_id = serializers.UUIDField()
+    reason = serializers.CharField()
+    requested_by = serializers.CharField()
+    erased_at = serializers.DateTimeField()
+    blob_keys = serializers.ListField(child=serializers.CharField())
+    blob_versions_deleted = serializers.IntegerField()
+    blob_bytes_deleted = serializers.IntegerField()
+    consent_record_ids = serializers.ListField(child=serializers.UUIDField())
+    nodes = NodeEvictionSerializer(many=True)
+    error_summary = serializers.DictField(child=serializers.CharField())
+    complete = serializers.BooleanField()
+
+
+class ChainVerdictSerializer(serializers.Serializer):
+    intact = serializers.BooleanField()
+    events_checked = serializers.IntegerField()
+    first_broken_seq = serializers.IntegerField(allow_null=True)
+    problem = serializers.CharField(allow_null=True)

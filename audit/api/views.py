@@ -17,7 +17,9 @@ from audit import selectors
 from audit.api.serializers import (
     AuditEventSerializer,
     AuditQuerySerializer,
+    ChainVerdictSerializer,
     ConsentRecordSerializer,
+    ErasureReceiptSerializer,
 )
 from audit.services import record_event, verify_chain
 from enrollment.api.pagination import DataPagination
@@ -124,7 +126,11 @@ class ConsentRecordListView(AuditListView):
 class ErasureListView(AuditListView):
     export_name = "erasures"
 
-    @extend_schema(parameters=[AuditQuerySerializer], summary="Erasure receipts (auditors)")
+    @extend_schema(
+        parameters=[AuditQuerySerializer],
+        responses=ErasureReceiptSerializer(many=True),
+        summary="Erasure receipts (auditors)",
+    )
     def get(self, request: Request) -> Any:
         return super().get(request)
 
@@ -156,7 +162,7 @@ class AuditEventListView(AuditListView):
 class ErasureDetailView(APIView):
     required_scopes = {"GET": [ENROLL, AUDIT]}
 
-    @extend_schema(summary="An erasure receipt")
+    @extend_schema(responses=ErasureReceiptSerializer, summary="An erasure receipt")
     def get(self, request: Request, audit_id: str) -> Response:
         erasure = selectors.erasure_for_tenant(principal_of(request).tenant, audit_id)
         if erasure is None:
@@ -167,6 +173,6 @@ class ErasureDetailView(APIView):
 class AuditVerifyView(APIView):
     required_scopes = {"GET": [AUDIT]}
 
-    @extend_schema(summary="Verify the audit trail's hash chain")
+    @extend_schema(responses=ChainVerdictSerializer, summary="Verify the audit trail's hash chain")
     def get(self, request: Request) -> Response:
         return Response({"data": verify_chain().as_dict()})

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.api.serializers import ErasureReceiptSerializer
 from audit.models import ErasureReason
 from audit.selectors import erasure_receipt
 from enrollment import selectors, services
@@ -99,7 +100,7 @@ class SpeakerDetailView(APIView):
             raise NotFound("No such speaker.")
         return Response({"data": SpeakerDetailSerializer(speaker).data})
 
-    @extend_schema(summary="Erase the speaker (GDPR Art. 17)", responses={200: None})
+    @extend_schema(summary="Erase the speaker (GDPR Art. 17)", responses=ErasureReceiptSerializer)
     def delete(self, request: Request, speaker_id: str) -> Response:
         return erase(request, speaker_id, ErasureReason.REQUESTED)
 
@@ -107,7 +108,11 @@ class SpeakerDetailView(APIView):
 class ConsentWithdrawalView(APIView):
     required_scopes = {"POST": [ENROLL]}
 
-    @extend_schema(request=None, summary="Withdraw consent: erases the speaker")
+    @extend_schema(
+        request=None,
+        responses=ErasureReceiptSerializer,
+        summary="Withdraw consent: erases the speaker",
+    )
     def post(self, request: Request, speaker_id: str) -> Response:
         return erase(request, speaker_id, ErasureReason.CONSENT_WITHDRAWN)
 

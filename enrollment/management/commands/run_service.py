@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from config import embedded
 from enrollment.models import ALL_SCOPES, Tenant
 from enrollment.services import create_api_key, create_tenant
 
@@ -20,13 +21,18 @@ DEMO_TENANT = "demo"
 
 
 class Command(BaseCommand):
-    help = "Run the API on an ASGI server, a Celery worker and a pyannote node, until Ctrl-C."
+    help = "Run the API on an ASGI server, a Celery worker and pyannote node(s), until Ctrl-C."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
         parser.add_argument(
             "--api-workers", type=int, default=int(os.environ.get("API_WORKERS", "1"))
+        )
+        parser.add_argument(
+            "--nodes",
+            default=os.environ.get("SCAIECHO_NODES", "node-1"),
+            help="comma-separated ids of the pyannote nodes to run here ('' for none)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -49,6 +55,8 @@ class Command(BaseCommand):
                 str(options["api_workers"]),
                 "--no-access-log",
             ],
+            # The orchestrator worker also runs beat: reconciliation, blob-erasure retries,
+            # the retention sweep.
             "worker": [
                 python,
                 "-m",
@@ -56,16 +64,22 @@ class Command(BaseCommand):
                 "-A",
                 "config",
                 "worker",
+                "--beat",
                 "--queues",
                 "orchestrator",
                 "--concurrency",
                 "2",
                 "--loglevel",
                 "INFO",
+                "--schedule",
+                str(embedded.data_dir() / "celerybeat-schedule"),
             ],
         }
+        for node_id in [n.strip() for n in options["nodes"].split(",") if n.strip()]:
+            commands[node_id] = [python, "manage.py", "run_node", node_id]
         children = {
-            name: subprocess.Popen(cmd, env=os.environ.copy()) for name, cmd in commands.items()
+            name: subprocess.Popen(command, env=os.environ.copy())
+            for name, command in commands.items()
         }
         self.stdout.write(
             f"API on http://{options['host']}:{options['port']}/v1/docs/ "

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import client_for, make_key, make_tenant
-from tests.live import NodeProcess, clear_redis, node_environment, wipe_database
+from tests.live import NodeProcess, node_environment
 
 
 class Cluster:
@@ -34,19 +34,14 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(django_db_setup, django_db_blocker, s3_blob_store, moto_server, tmp_path, settings):
+def cluster(live_db, moto_server, tmp_path, settings):
     settings.ENROLLMENT_ACK_WAIT_S = 20.0
-    with django_db_blocker.unblock():
-        clear_redis()
-        wipe_database()
-        nodes = Cluster(node_environment(moto_server, settings.S3_BUCKET), tmp_path)
-        try:
-            yield nodes
-        finally:
-            nodes.stop_all()
-            print(nodes.logs())  # pytest shows captured output only for a failing test
-            clear_redis()
-            wipe_database()
+    nodes = Cluster(node_environment(moto_server, settings.S3_BUCKET), tmp_path)
+    try:
+        yield nodes
+    finally:
+        nodes.stop_all()
+        print(nodes.logs())  # pytest shows captured output only for a failing test
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,182 @@
+"""Erasure benchmark with real node processes.
+
+1. With 1, 2 and 4 nodes holding the speaker: time from DELETE to every node's
+   eviction confirmed (client wall clock, and the service's own timestamps).
+2. Verification time of an audit trail of 100,000 events.
+
+    .venv/bin/python bench/erasure.py
+    .venv/bin/python bench/erasure.py --erasures 5 --events 20000
+
+Runs in a database and Redis of its own (see bench/common.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    ROOT,
+    free_port,
+    isolate_environment,
+    summary,
+    wait_for_http,
+)
+from bench.fanout import start_node, stop, wait_until  # noqa: E402
+
+
+def build_trail(count: int) -> None:
+    """Appends ``count`` valid, chained events in bulk (INSERT is all the table allows)."""
+    from django.utils import timezone
+
+    from audit.models import AuditEvent
+    from audit.services import GENESIS_HASH, canonical_event
+
+    prev = AuditEvent.objects.order_by("-seq").values_list("hash", flat=True).first()
+    prev = prev or GENESIS_HASH
+    batch = []
+    for n in range(count):
+        occurred_at = timezone.now()
+        details = {"n": n, "note": "benchmark event"}
+        digest = hashlib.sha256(
+            canonical_event(
+                prev_hash=prev,
+                occurred_at=occurred_at,
+                tenant_id=None,
+                action="bench.event",
+                actor="system",
+                speaker_id=None,
+                details=details,
+            )
+        ).hexdigest()
+        batch.append(
+            AuditEvent(
+                occurred_at=occurred_at,
+                action="bench.event",
+                actor="system",
+                details=details,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        prev = digest
+        if len(batch) == 5000:
+            AuditEvent.objects.bulk_create(batch)
+            batch = []
+    AuditEvent.objects.bulk_create(batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--erasures", type=int, default=8, help="per node count")
+    parser.add_argument("--node-counts", default="1,2,4")
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+
+    isolate_environment("erasure")
+    from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
+    from audit.services import verify_chain
+    from bench.enroll import recordings
+    from enrollment.services import create_api_key, create_tenant
+    from nodes import registry
+
+    tenant = create_tenant("bench")
+    _, key = create_api_key(tenant, ["scaiecho:enroll"])
+    reference, consent = recordings()[0]
+    port = free_port()
+    api = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/openapi.json")
+        print("1. DELETE -> eviction confirmed by every node holding the speaker")
+        for count in [int(n) for n in args.node_counts.split(",")]:
+            node_ids = [f"e{count}-{i}" for i in range(count)]
+            nodes = [start_node(n) for n in node_ids]
+            wait_until(
+                lambda ids=node_ids: set(ids) <= set(registry.candidate_node_ids()),
+                timeout_s=180,
+                interval_s=0.2,
+            )
+            wall, server = [], []
+            for _ in range(args.erasures):
+                response = client.post(
+                    "/v1/modules/scaiecho/speakers",
+                    data={
+                        "display_name": "Bench",
+                        "language_primary": "en",
+                        "consent_user_full_name": "Bench Speaker",
+                        "consent_stated_purpose": "benchmark",
+                        "consent_text": "I consent.",
+                    },
+                    files={"reference": ("r.wav", reference), "consent": ("c.wav", consent)},
+                )
+                data = response.json()["data"]
+                assert sorted(data["enrolled_on"]) == node_ids, data
+                started = time.perf_counter()
+                erased = client.delete(f"/v1/modules/scaiecho/speakers/{data['id']}").json()
+                audit_id = erased["data"]["audit_id"]
+                wait_until(
+                    lambda a=audit_id, c=count: (
+                        ErasureConfirmation.objects.filter(erasure_id=a, outcome="evicted").count()
+                        == c
+                    ),
+                    timeout_s=60,
+                )
+                wall.append(time.perf_counter() - started)
+                erasure = ErasureAudit.objects.get(id=audit_id)
+                last = max(c.confirmed_at for c in erasure.confirmations.all())
+                server.append((last - erasure.erased_at).total_seconds())
+            print(
+                f"  {count} node(s): client DELETE -> all evicted {summary(wall)} | "
+                f"receipt -> last confirmation {summary(server)}"
+            )
+            for node in nodes:
+                stop(node)
+
+        print(f"2. verify an audit trail of {args.events} events")
+        build_trail(args.events - AuditEvent.objects.count())
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            verdict = verify_chain()
+            runs.append(time.perf_counter() - started)
+            assert verdict.intact, verdict
+        print(
+            f"  {verdict.events_checked} events: median {statistics.median(runs):.2f} s "
+            f"(runs: {', '.join(f'{r:.2f}' for r in runs)})"
+        )
+    finally:
+        client.close()
+        stop(api)
+
+
+if __name__ == "__main__":
+    main()
