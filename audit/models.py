@@ -43,10 +43,8 @@ class ErasureAudit(models.Model):
     reason = models.CharField(max_length=32, choices=ErasureReason.choices)
     requested_by = models.CharField(max_length=200)
     erased_at = models.DateTimeField()
+    # What is to be deleted; what was deleted (or failed) arrives as confirmations.
     blob_keys = models.JSONField(default=list)
-    blob_versions_deleted = models.IntegerField()
-    blob_bytes_deleted = models.BigIntegerField()
-    blob_errors = models.JSONField(default=list)
     consent_record_ids = models.JSONField(default=list)
     nodes_to_evict = models.JSONField(default=list)
 
@@ -58,15 +56,17 @@ class ErasureAudit(models.Model):
 
 
 class ErasureConfirmation(models.Model):
-    """A later fact about an erasure (a node evicted, blobs finally gone); append-only."""
+    """A later fact about an erasure (blobs deleted or failing, a node evicted); append-only."""
 
     id = models.BigAutoField(primary_key=True)
     erasure = models.ForeignKey(
         ErasureAudit, on_delete=models.PROTECT, related_name="confirmations"
     )
     node_id = models.CharField(max_length=64, blank=True)
-    outcome = models.CharField(max_length=16)  # evicted, failed, blobs_deleted
+    outcome = models.CharField(max_length=16)  # evicted, blobs_deleted, blob_error
     detail = models.TextField(blank=True)
+    bytes_deleted = models.BigIntegerField(null=True, blank=True)
+    versions_deleted = models.IntegerField(null=True, blank=True)
     confirmed_at = models.DateTimeField()
 
     class Meta:

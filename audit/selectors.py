@@ -12,26 +12,34 @@ from enrollment.models import Tenant
 
 def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
     """The receipt: the immutable audit row plus every confirmation appended since."""
-    confirmations = list(erasure.confirmations.all())
     nodes = {
         node_id: {"node_id": node_id, "state": "pending", "detail": ""}
         for node_id in erasure.nodes_to_evict
     }
-    blob_errors = list(erasure.blob_errors)
-    blob_bytes = erasure.blob_bytes_deleted
-    for confirmation in confirmations:
+    blobs: dict[str, Any] = {"state": "pending", "detail": "", "bytes": 0, "versions": 0}
+    for confirmation in erasure.confirmations.all():
         if confirmation.outcome == "blobs_deleted":
-            blob_errors = []
-            blob_bytes += int(confirmation.detail or 0)
-            continue
-        node = nodes.setdefault(confirmation.node_id, {"node_id": confirmation.node_id})
-        node.update(
-            state=confirmation.outcome,
-            detail=confirmation.detail,
-            confirmed_at=confirmation.confirmed_at.isoformat(),
-        )
+            blobs.update(
+                state="deleted",
+                detail="",
+                bytes=confirmation.bytes_deleted or 0,
+                versions=confirmation.versions_deleted or 0,
+            )
+        elif confirmation.outcome == "blob_error":
+            if blobs["state"] != "deleted":
+                blobs.update(state="failing", detail=confirmation.detail)
+        else:
+            nodes.setdefault(confirmation.node_id, {"node_id": confirmation.node_id}).update(
+                state=confirmation.outcome,
+                detail=confirmation.detail,
+                confirmed_at=confirmation.confirmed_at.isoformat(),
+            )
     node_states = sorted(nodes.values(), key=lambda n: n["node_id"])
-    complete = not blob_errors and all(n["state"] == "evicted" for n in node_states)
+    errors = {
+        n["node_id"]: n.get("detail") or n["state"] for n in node_states if n["state"] != "evicted"
+    }
+    if blobs["state"] != "deleted":
+        errors["blob_store"] = blobs["detail"] or "pending"
     return {
         "audit_id": str(erasure.id),
         "speaker_id": str(erasure.speaker_id),
@@ -39,19 +47,13 @@ def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
         "requested_by": erasure.requested_by,
         "erased_at": erasure.erased_at.isoformat(),
         "blob_keys": erasure.blob_keys,
-        "blob_versions_deleted": erasure.blob_versions_deleted,
-        "blob_bytes_deleted": blob_bytes,
+        "blobs_state": blobs["state"],
+        "blob_versions_deleted": blobs["versions"],
+        "blob_bytes_deleted": blobs["bytes"],
         "consent_record_ids": erasure.consent_record_ids,
         "nodes": node_states,
-        "error_summary": {
-            **{
-                n["node_id"]: n.get("detail") or n["state"]
-                for n in node_states
-                if n["state"] != "evicted"
-            },
-            **({"blob_store": "; ".join(blob_errors)} if blob_errors else {}),
-        },
-        "complete": complete,
+        "error_summary": errors,
+        "complete": not errors,
     }
 
 

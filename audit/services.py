@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,19 @@ def canonical_event(
     ).encode()
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None and NUL characters go: jsonb refuses both."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {str(k).replace("\x00", ""): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def record_event(
     action: str,
     *,
@@ -58,10 +72,16 @@ def record_event(
 ) -> AuditEvent:
     """Appends an event; inside a transaction it commits (or vanishes) with that transaction."""
     tenant_key = str(tenant.id) if tenant else tenant_id
-    payload = json.loads(json.dumps(details or {}, default=str))
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+            # Hash exactly what jsonb will hand back to the verifier (its numbers, its keys).
+            cursor.execute(
+                "SELECT %s::jsonb",
+                [json.dumps(_json_safe(details or {}), default=str, allow_nan=False)],
+            )
+            # Django hands jsonb back as text and decodes it in the field; so do we.
+            payload = json.loads(cursor.fetchone()[0])
         prev_hash = (
             AuditEvent.objects.order_by("-seq").values_list("hash", flat=True).first()
             or GENESIS_HASH
@@ -164,7 +184,15 @@ def verify_chain() -> ChainVerdict:
     return ChainVerdict(True, checked)
 
 
-def confirm_erasure(erasure: ErasureAudit, *, node_id: str, outcome: str, detail: str = "") -> bool:
+def confirm_erasure(
+    erasure: ErasureAudit,
+    *,
+    node_id: str,
+    outcome: str,
+    detail: str = "",
+    bytes_deleted: int | None = None,
+    versions_deleted: int | None = None,
+) -> bool:
     """Appends a confirmation once per (erasure, node, outcome); returns False for a repeat."""
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -181,6 +209,8 @@ def confirm_erasure(erasure: ErasureAudit, *, node_id: str, outcome: str, detail
             node_id=node_id,
             outcome=outcome,
             detail=detail,
+            bytes_deleted=bytes_deleted,
+            versions_deleted=versions_deleted,
             confirmed_at=timezone.now(),
         )
         record_event(
@@ -188,6 +218,12 @@ def confirm_erasure(erasure: ErasureAudit, *, node_id: str, outcome: str, detail
             actor=f"node:{node_id}" if node_id else "system",
             tenant_id=str(erasure.tenant_id),
             speaker_id=str(erasure.speaker_id),
-            details={"erasure_id": str(erasure.id), "node_id": node_id, "detail": detail},
+            details={
+                "erasure_id": str(erasure.id),
+                "node_id": node_id,
+                "detail": detail,
+                "bytes_deleted": bytes_deleted,
+                "versions_deleted": versions_deleted,
+            },
         )
         return True

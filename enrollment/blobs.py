@@ -57,12 +57,13 @@ class LocalBlobStore:
 
     def put(self, key: str, data: bytes) -> StoredBlob:
         path = self._path(key)
+        partial = path.with_suffix(".partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial")
             partial.write_bytes(data)
             partial.replace(path)
         except OSError as exc:
+            partial.unlink(missing_ok=True)  # never leave a stray copy of a recording behind
             raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
         return StoredBlob(key, sha256_hex(data), len(data))
 

@@ -227,6 +227,7 @@ class Preflight:
         )
         if ref.speech_s >= settings.PREFLIGHT_MIN_REFERENCE_SPEECH_S and ref.audio is not None:
             self._voiceprint_reference(ref, report)
+        if ref.voiceprint is not None:
             if con.speech_s >= settings.PREFLIGHT_MIN_CONSENT_SPEECH_S and con.audio is not None:
                 self._match_consent(ref, con, report)
             self._find_duplicate(ref, report, known_voiceprints)
@@ -348,7 +349,11 @@ class Preflight:
     def _voiceprint_reference(self, ref: RecordingAnalysis, report: PreflightReport) -> None:
         assert ref.audio is not None
         speech = speech_only(ref.audio.samples, ref.speech_regions)
-        ref.voiceprint, windows = self.engine.voiceprint(speech)
+        voiceprint, windows = self.engine.voiceprint(speech)
+        if not self._usable(REFERENCE, voiceprint):
+            return
+        ref.voiceprint = voiceprint
+        windows = windows[np.isfinite(windows).all(axis=1)]
         if len(windows) < 2:
             return
         score, minority = _two_voice_split(windows)
@@ -377,13 +382,27 @@ class Preflight:
                 threshold=settings.PREFLIGHT_SECOND_VOICE_WARN,
             )
 
+    def _usable(self, role: str, voiceprint: np.ndarray) -> bool:
+        # Some models return NaN for short or odd speech; such a vector must never be compared.
+        if np.all(np.isfinite(voiceprint)):
+            return True
+        self.add(
+            "voiceprint_unavailable",
+            ERROR,
+            role,
+            f"No usable voiceprint could be computed from the {role} recording; record a longer, "
+            "clearer sample.",
+        )
+        return False
+
     def _match_consent(
         self, ref: RecordingAnalysis, con: RecordingAnalysis, report: PreflightReport
     ) -> None:
         assert con.audio is not None and ref.voiceprint is not None
-        con.voiceprint, _ = self.engine.voiceprint(
-            speech_only(con.audio.samples, con.speech_regions)
-        )
+        voiceprint, _ = self.engine.voiceprint(speech_only(con.audio.samples, con.speech_regions))
+        if not self._usable(CONSENT, voiceprint):
+            return
+        con.voiceprint = voiceprint
         score = float(ref.voiceprint @ con.voiceprint)
         report.consent_match_score = score
         if score < settings.PREFLIGHT_CONSENT_MATCH_THRESHOLD:

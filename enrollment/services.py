@@ -31,6 +31,7 @@ from nodes.services import evict_everywhere, fan_out_enrollment, wait_for_nodes
 logger = logging.getLogger(__name__)
 
 BLOBS_DELETED = "blobs_deleted"
+BLOB_ERROR = "blob_error"
 NO_NODE_NOTE = (
     "No pyannote node is online: the speaker stays pending until a node comes online "
     "and takes the enrollment."
@@ -199,6 +200,8 @@ def enroll_speaker(
                 },
             )
     except BaseException:
+        # Only a rollback gets here: the post-commit task sends are robust (logged, never
+        # raised), and the reconciler re-sends what they could not.
         _remove_blobs(store, written)
         raise
 
@@ -273,28 +276,17 @@ class ErasureOutcome:
 
 
 def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcome:
-    """Deletes both recordings (every version), tombstones the speaker, writes the receipt
-    and sends an eviction to every node that may hold the embedding.
+    """Tombstones the speaker, writes the receipt and sends an eviction to every node that
+    may hold the embedding; once that is committed, deletes every version of both recordings.
 
     A second call returns the first receipt and does nothing else.
     """
-    store = get_blob_store()
     with transaction.atomic():
         speaker = Speaker.objects.select_for_update().get(id=speaker.id)
         existing = ErasureAudit.objects.filter(speaker=speaker).first()
         if existing is not None:
             return ErasureOutcome(existing, created=False)
         consents = list(ConsentRecord.objects.filter(speaker=speaker))
-        keys = [speaker.reference_blob_key, *[c.recording_blob_key for c in consents]]
-        deleted_bytes, versions, errors = 0, 0, []
-        for key in keys:
-            try:
-                removed = store.delete_all_versions(key)
-            except BlobStoreError as exc:
-                errors.append(f"{key}: {exc}")
-                continue
-            deleted_bytes += removed.bytes
-            versions += removed.versions
         previous_status = speaker.enrollment_status
         node_ids = evict_everywhere(speaker)
         now = timezone.now()
@@ -314,10 +306,7 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcom
             reason=reason,
             requested_by=actor,
             erased_at=now,
-            blob_keys=keys,
-            blob_versions_deleted=versions,
-            blob_bytes_deleted=deleted_bytes,
-            blob_errors=errors,
+            blob_keys=[speaker.reference_blob_key, *[c.recording_blob_key for c in consents]],
             consent_record_ids=[str(c.id) for c in consents],
             nodes_to_evict=node_ids,
         )
@@ -333,30 +322,44 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcom
             actor=actor,
             tenant_id=str(speaker.tenant_id),
             speaker_id=str(speaker.id),
-            details={
-                "erasure_id": str(erasure.id),
-                "reason": reason,
-                "blob_bytes_deleted": deleted_bytes,
-                "blob_errors": errors,
-                "nodes_to_evict": node_ids,
-            },
+            details={"erasure_id": str(erasure.id), "reason": reason, "nodes_to_evict": node_ids},
         )
+    # Only after the commit: a rollback must never leave a speaker whose recordings are gone.
+    delete_erased_blobs(erasure)
     return ErasureOutcome(erasure, created=True)
 
 
-def retry_blob_erasures() -> int:
-    """Deletes blobs that an earlier erasure could not; confirms each as a new row."""
+def delete_erased_blobs(erasure: ErasureAudit) -> bool:
+    """Deletes every version of the erasure's blobs and confirms it; a failure is confirmed too
+    (the receipt shows it) and retried by the orchestrator."""
     store = get_blob_store()
-    done = 0
-    confirmed = ErasureConfirmation.objects.filter(outcome=BLOBS_DELETED).values("erasure_id")
-    for erasure in ErasureAudit.objects.exclude(blob_errors=[]).exclude(id__in=confirmed):
-        try:
-            removed = sum(store.delete_all_versions(key).bytes for key in erasure.blob_keys)
-        except BlobStoreError:
-            logger.warning("blob store still failing for erasure %s", erasure.id)
-            continue
-        done += confirm_erasure(erasure, node_id="", outcome=BLOBS_DELETED, detail=str(removed))
-    return done
+    removed_bytes = removed_versions = 0
+    try:
+        for key in erasure.blob_keys:
+            removed = store.delete_all_versions(key)
+            removed_bytes += removed.bytes
+            removed_versions += removed.versions
+    except BlobStoreError as exc:
+        logger.warning("erasure %s: blob deletion failed: %s", erasure.id, exc)
+        confirm_erasure(erasure, node_id="", outcome=BLOB_ERROR, detail=str(exc))
+        return False
+    confirm_erasure(
+        erasure,
+        node_id="",
+        outcome=BLOBS_DELETED,
+        detail="every version deleted",
+        bytes_deleted=removed_bytes,
+        versions_deleted=removed_versions,
+    )
+    return True
+
+
+def retry_blob_erasures(older_than_s: float = 60.0) -> int:
+    """Finishes blob deletions that failed, or that a crash interrupted, after a while."""
+    done = ErasureConfirmation.objects.filter(outcome=BLOBS_DELETED).values("erasure_id")
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    unfinished = ErasureAudit.objects.exclude(id__in=done).filter(erased_at__lte=cutoff)
+    return sum(delete_erased_blobs(erasure) for erasure in unfinished)
 
 
 def erase_expired_speakers(now: datetime | None = None) -> list[str]:
@@ -372,6 +375,12 @@ def erase_expired_speakers(now: datetime | None = None) -> list[str]:
             .filter(last_activity__lt=cutoff)
         )
         for speaker in expired:
-            erase_speaker(speaker, reason=ErasureReason.RETENTION_EXPIRED, actor="system:retention")
+            try:
+                erase_speaker(
+                    speaker, reason=ErasureReason.RETENTION_EXPIRED, actor="system:retention"
+                )
+            except Exception:  # one failure must not stop the sweep; the next run retries it
+                logger.exception("retention erasure of speaker %s failed", speaker.id)
+                continue
             erased.append(str(speaker.id))
     return erased

@@ -93,7 +93,11 @@ class NodeRuntime:
 
     def beat(self) -> None:
         if registry.publish_heartbeat(self.heartbeat()):
-            # The registry lost us (first beat, expiry or a Redis flush): republish what we hold.
+            # The registry lost us (first beat, expiry or a Redis flush, which may also have
+            # taken eviction messages): drop erased speakers, then republish what we hold.
+            from nodes.services import purge_erased
+
+            purge_erased(self)
             registry.republish_warm(self.node_id, self.gallery.speaker_ids())
         from nodes.models import Node
 

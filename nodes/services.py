@@ -47,18 +47,34 @@ class UnknownNodes(ServiceError):
 # --- scheduling (API and orchestrator side) ----------------------------------------
 
 
+ERASED_STATES = (AssignmentState.EVICTING, AssignmentState.EVICTED)
+
+
 def schedule_warm(speaker: Speaker, node_ids: list[str]) -> list[str]:
-    """Records an assignment per node and, once the transaction commits, queues the work."""
+    """Records an assignment per node and, once the transaction commits, queues the work.
+
+    An assignment already being evicted is never turned back into warm work.
+    """
     now = timezone.now()
+    scheduled = []
     for node_id in node_ids:
-        NodeAssignment.objects.update_or_create(
+        assignment, created = NodeAssignment.objects.get_or_create(
             speaker=speaker,
             node_id=node_id,
-            defaults={"state": AssignmentState.QUEUED, "queued_at": now, "last_error": ""},
+            defaults={"state": AssignmentState.QUEUED, "queued_at": now},
         )
+        if not created:
+            requeued = (
+                NodeAssignment.objects.filter(pk=assignment.pk)
+                .exclude(state__in=ERASED_STATES)
+                .update(state=AssignmentState.QUEUED, queued_at=now, last_error="")
+            )
+            if not requeued:
+                continue
+        scheduled.append(node_id)
     speaker_id = str(speaker.id)
-    transaction.on_commit(lambda: _send_warm_tasks(speaker_id, node_ids))
-    return node_ids
+    transaction.on_commit(lambda: _send_warm_tasks(speaker_id, scheduled), robust=True)
+    return scheduled
 
 
 def _send_warm_tasks(speaker_id: str, node_ids: list[str]) -> None:
@@ -108,8 +124,6 @@ def warm_view(speaker: Speaker) -> WarmView:
 
 def rewarm(speaker: Speaker, node_ids: list[str], actor: str) -> list[str]:
     """Re-enrolls on every candidate (empty list) or the given live candidates."""
-    if speaker.enrollment_status == EnrollmentStatus.EVICTED:
-        raise ServiceError("This speaker was erased and cannot be warmed.", details={})
     candidates = registry.candidate_node_ids()
     if not node_ids:
         targets = candidates
@@ -122,6 +136,10 @@ def rewarm(speaker: Speaker, node_ids: list[str], actor: str) -> list[str]:
             )
         targets = sorted(set(node_ids))
     with transaction.atomic():
+        # Locked, so that an erasure cannot slip in between the check and the scheduling.
+        speaker = Speaker.objects.select_for_update().get(id=speaker.id)
+        if speaker.enrollment_status == EnrollmentStatus.EVICTED:
+            raise ServiceError("This speaker was erased and cannot be warmed.")
         record_event(
             "speaker.rewarm_requested",
             actor=actor,
@@ -135,8 +153,9 @@ def rewarm(speaker: Speaker, node_ids: list[str], actor: str) -> list[str]:
 def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
     """Re-sends work that a live node should have done by now (a lost message, a Redis flush).
 
-    Covers assignments still queued after ``requeue_after_s`` and pending speakers that
-    no live candidate was ever asked to hold. Returns the (speaker, node) pairs re-sent.
+    Covers assignments still queued after ``requeue_after_s``, evictions a live node has
+    not confirmed by then, and pending speakers that no live candidate was ever asked to
+    hold. Returns the (speaker, node) pairs re-sent.
     """
     candidates = registry.candidate_node_ids()
     if not candidates:
@@ -151,6 +170,12 @@ def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
             speaker__enrollment_status__in=LIVE_STATUSES,
         ).values_list("speaker_id", "node_id")
     )
+    lost_evictions = list(
+        (str(s), n)
+        for s, n in NodeAssignment.objects.filter(
+            state=AssignmentState.EVICTING, updated_at__lte=cutoff, node_id__in=candidates
+        ).values_list("speaker_id", "node_id")
+    )
     orphans = Speaker.objects.filter(
         enrollment_status=EnrollmentStatus.PENDING, created_at__lte=cutoff
     ).exclude(node_assignments__node_id__in=candidates)
@@ -162,13 +187,23 @@ def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
             transaction.on_commit(
                 lambda s=speaker_id, n=node_id: _send_warm_tasks(s, [n])  # type: ignore[misc]
             )
+        for speaker_id, node_id in lost_evictions:
+            transaction.on_commit(
+                lambda s=speaker_id, n=node_id: _send_evict_task(s, n),  # type: ignore[misc]
+                robust=True,
+            )
         for speaker in orphans:
-            schedule_warm(speaker, candidates)
-            resend.extend((str(speaker.id), n) for n in candidates)
-    return resend
+            resend.extend((str(speaker.id), n) for n in schedule_warm(speaker, candidates))
+    return resend + lost_evictions
 
 
 EVICT_TASK = "nodes.tasks.evict_speaker"
+
+
+def _send_evict_task(speaker_id: str, node_id: str) -> None:
+    from config.celery import app
+
+    app.send_task(EVICT_TASK, args=[speaker_id], queue=node_queue(node_id))
 
 
 def evict_everywhere(speaker: Speaker) -> list[str]:
@@ -194,13 +229,11 @@ def evict_everywhere(speaker: Speaker) -> list[str]:
     speaker_id = str(speaker.id)
 
     def send() -> None:
-        from config.celery import app
-
         registry.forget_speaker(speaker_id)
         for node_id in node_ids:
-            app.send_task(EVICT_TASK, args=[speaker_id], queue=node_queue(node_id))
+            _send_evict_task(speaker_id, node_id)
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
     return node_ids
 
 
@@ -256,7 +289,7 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
     """
     speaker = Speaker.objects.filter(id=speaker_id).first()
     if speaker is None or speaker.enrollment_status == EnrollmentStatus.EVICTED:
-        runtime.gallery.remove(speaker_id)
+        evict_here(runtime, speaker_id)
         return "skipped"
     NodeAssignment.objects.filter(speaker=speaker, node_id=runtime.node_id).update(
         attempts=F("attempts") + 1
@@ -270,15 +303,9 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
         and (held.model_id, held.model_version) == (engine.model_id, engine.model_version)
     ):
         runtime.gallery.put(speaker_id, _embed_reference(runtime, speaker))
-    if (
-        not Speaker.objects.filter(id=speaker_id)
-        .exclude(enrollment_status=EnrollmentStatus.EVICTED)
-        .exists()
-    ):
-        runtime.gallery.remove(speaker_id)  # erased while we were computing
+    if not _record_warm(runtime, speaker, time.perf_counter() - started):
+        evict_here(runtime, speaker_id)  # erased while we were computing
         return "skipped"
-    registry.mark_warm(runtime.node_id, speaker_id)
-    _record_warm(runtime, speaker, time.perf_counter() - started)
     return "warm"
 
 
@@ -289,11 +316,14 @@ def evict_here(runtime: NodeRuntime, speaker_id: str) -> str:
     """
     held = runtime.gallery.remove(speaker_id)
     registry.mark_cold(runtime.node_id, speaker_id)
-    NodeAssignment.objects.filter(speaker_id=speaker_id, node_id=runtime.node_id).update(
-        state=AssignmentState.EVICTED, last_error=""
-    )
     erasure = ErasureAudit.objects.filter(speaker_id=speaker_id).first()
-    if erasure is not None:
+    # One transaction: the assignment is never "evicted" without the receipt's confirmation.
+    with transaction.atomic():
+        NodeAssignment.objects.filter(speaker_id=speaker_id, node_id=runtime.node_id).update(
+            state=AssignmentState.EVICTED, last_error=""
+        )
+        if erasure is None:
+            return "evicted"
         confirm_erasure(
             erasure,
             node_id=runtime.node_id,
@@ -301,6 +331,19 @@ def evict_here(runtime: NodeRuntime, speaker_id: str) -> str:
             detail="embedding removed from memory" if held else "embedding not held",
         )
     return "evicted"
+
+
+def purge_erased(runtime: NodeRuntime) -> list[str]:
+    """Evicts every speaker this node holds that has been erased meanwhile."""
+    erased = [
+        str(s)
+        for s in Speaker.objects.filter(
+            id__in=runtime.gallery.speaker_ids(), enrollment_status=EnrollmentStatus.EVICTED
+        ).values_list("id", flat=True)
+    ]
+    for speaker_id in erased:
+        evict_here(runtime, speaker_id)
+    return erased
 
 
 def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
@@ -333,7 +376,13 @@ def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
     )
 
 
-def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> None:
+def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> bool:
+    """Records this node as holding the speaker; False when the speaker was erased meanwhile.
+
+    One transaction under the speaker's row lock: the assignment, the registry entry and the
+    status flip are seen together, and an erasure (which takes the same lock) is either
+    fully before or fully after.
+    """
     now = timezone.now()
     held = {
         "state": AssignmentState.WARM,
@@ -343,15 +392,22 @@ def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> None:
         "last_error": "",
         "last_work_s": work_s,
     }
-    NodeAssignment.objects.update_or_create(
-        speaker=speaker,
-        node_id=runtime.node_id,
-        defaults=held,
-        create_defaults={**held, "queued_at": now, "attempts": 1},
-    )
-    # Conditional: concurrent successes flip it once, and nothing flips it back.
     with transaction.atomic():
-        previous = speaker.enrollment_status
+        previous = (
+            Speaker.objects.select_for_update()
+            .values_list("enrollment_status", flat=True)
+            .get(id=speaker.id)
+        )
+        if previous == EnrollmentStatus.EVICTED:
+            return False
+        NodeAssignment.objects.update_or_create(
+            speaker=speaker,
+            node_id=runtime.node_id,
+            defaults=held,
+            create_defaults={**held, "queued_at": now, "attempts": 1},
+        )
+        registry.mark_warm(runtime.node_id, str(speaker.id))
+        # Conditional: concurrent successes flip it once, and nothing flips it back.
         flipped = Speaker.objects.filter(
             id=speaker.id,
             enrollment_status__in=[EnrollmentStatus.PENDING, EnrollmentStatus.FAILED],
@@ -368,6 +424,7 @@ def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> None:
                     "node_id": runtime.node_id,
                 },
             )
+    return True
 
 
 def record_failure(node_id: str, speaker_id: str, error: str) -> None:

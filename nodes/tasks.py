@@ -20,8 +20,10 @@ def warm_speaker(self: Task, speaker_id: str) -> str:
     runtime = current_node()
     try:
         return services.warm_here(runtime, speaker_id)
-    except services.NodeWorkError as exc:
-        if exc.permanent or self.request.retries >= settings.NODE_TASK_MAX_RETRIES:
+    except Exception as exc:
+        # Anything but a NodeWorkError (a database or Redis blip, a bug) counts as transient.
+        permanent = isinstance(exc, services.NodeWorkError) and exc.permanent
+        if permanent or self.request.retries >= settings.NODE_TASK_MAX_RETRIES:
             services.record_failure(runtime.node_id, speaker_id, str(exc))
             return "failed"
         raise self.retry(exc=exc, countdown=services.retry_delay_s(self.request.retries)) from exc

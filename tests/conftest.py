@@ -63,8 +63,28 @@ def clean_node_registry():
     yield
 
 
+@pytest.fixture(scope="session")
+def live_test_database(django_db_setup, django_db_blocker):
+    """The test database, also in a session of live tests alone.
+
+    pytest-django creates it only for sessions with tests that use ``db``; live tests
+    commit for real and must never run against the configured database itself.
+    """
+    from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
+
+    if connection.settings_dict["NAME"].startswith("test_"):
+        yield
+        return
+    with django_db_blocker.unblock():
+        created = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(created, verbosity=0)
+
+
 @pytest.fixture
-def live_db(django_db_setup, django_db_blocker, s3_blob_store):
+def live_db(live_test_database, django_db_blocker, s3_blob_store):
     """Committed data that other processes (nodes, the service) can see; wiped afterwards."""
     from tests.live import clear_redis, wipe_database
 

@@ -51,6 +51,7 @@ class ErasureReceiptSerializer(serializers.Serializer):
     requested_by = serializers.CharField()
     erased_at = serializers.DateTimeField()
     blob_keys = serializers.ListField(child=serializers.CharField())
+    blobs_state = serializers.ChoiceField(choices=["pending", "deleted", "failing"])
     blob_versions_deleted = serializers.IntegerField()
     blob_bytes_deleted = serializers.IntegerField()
     consent_record_ids = serializers.ListField(child=serializers.UUIDField())

@@ -25,6 +25,17 @@ from audit.services import record_event, verify_chain
 from enrollment.api.pagination import DataPagination
 from enrollment.api.views import AUDIT, ENROLL, principal_of
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will show as text, never run as a formula."""
+    if isinstance(value, dict | list):
+        value = json.dumps(value, default=str)
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
 
 def _export(rows: Iterable[dict[str, Any]], fmt: str, name: str) -> StreamingHttpResponse:
     def jsonl() -> Iterator[str]:
@@ -35,10 +46,7 @@ def _export(rows: Iterable[dict[str, Any]], fmt: str, name: str) -> StreamingHtt
         buffer = io.StringIO()
         writer: csv.DictWriter[str] | None = None
         for row in rows:
-            flat = {
-                k: json.dumps(v, default=str) if isinstance(v, dict | list) else v
-                for k, v in row.items()
-            }
+            flat = {k: csv_cell(v) for k, v in row.items()}
             if writer is None:
                 writer = csv.DictWriter(buffer, fieldnames=list(flat))
                 writer.writeheader()

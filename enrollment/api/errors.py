@@ -7,6 +7,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -39,6 +41,13 @@ def error_response(
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return error_response(exc.status_code, exc.code, exc.message, **exc.details)
+    if isinstance(exc, RedisError | KombuOperationalError):
+        return error_response(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            "The registry or the task broker is unavailable; nothing was changed. Try again later.",
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         return error_response(
             status.HTTP_503_SERVICE_UNAVAILABLE,

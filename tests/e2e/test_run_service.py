@@ -20,6 +20,7 @@ def service(live_db, moto_server, settings, tmp_path):
     port = free_port()
     env = node_environment(moto_server, settings.S3_BUCKET)
     env["SCAIECHO_DATA_DIR"] = str(tmp_path)
+    env["ENROLLMENT_ACK_WAIT_S"] = "30"  # the freshly started node may still be warming up
     log = tmp_path / "service.log"
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run_service", "--port", str(port), "--nodes", "e2e-node"],
@@ -38,7 +39,9 @@ def service(live_db, moto_server, settings, tmp_path):
         wait_for(lambda: _answers(f"{base}/v1/openapi.json"), timeout_s=120, what="the API")
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         wait_for(
-            lambda: client.get("/v1/modules/scaiecho/nodes").json()["data"],
+            lambda: any(
+                n["candidate"] for n in client.get("/v1/modules/scaiecho/nodes").json()["data"]
+            ),
             timeout_s=120,
             what="the node",
         )

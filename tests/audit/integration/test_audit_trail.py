@@ -128,3 +128,20 @@ def test_verify_command_and_endpoint(tenant):
     assert auditor.get("/v1/modules/scaiecho/audit/verify").json()["data"]["first_broken_seq"] == (
         event.seq
     )
+
+
+def test_values_that_jsonb_rewrites_still_verify():
+    record_event(
+        "test.event",
+        actor="system",
+        details={
+            "big": 1e20,
+            "negative_zero": -0.0,
+            "nan": float("nan"),
+            "nul": "a\x00b",
+            "nested": {"b": 1, "a": [1.5, "x"]},
+        },
+    )
+    event = AuditEvent.objects.order_by("seq").last()
+    assert event.details["nan"] is None and event.details["nul"] == "ab"
+    assert verify_chain().intact

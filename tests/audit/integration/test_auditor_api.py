@@ -81,3 +81,16 @@ def test_bad_filters_are_400(auditor):
     response = auditor.get(f"{BASE}/audit/events", {"since": "yesterday", "export": "xml"})
     assert response.status_code == 400
     assert set(response.json()["error"]["fields"]) == {"since", "export"}
+
+
+def test_csv_cells_never_start_a_formula(api, auditor):
+    api.post(
+        SPEAKERS,
+        enrollment_form(consent_user_full_name='=HYPERLINK("http://x")'),
+        format="multipart",
+    )
+    rows = b"".join(
+        auditor.get(f"{BASE}/consent-records", {"export": "csv"}).streaming_content
+    ).decode()
+    assert "'=HYPERLINK(" in rows
+    assert ",=HYPERLINK(" not in rows and ',"=HYPERLINK(' not in rows

@@ -104,13 +104,35 @@ def test_retention_sweep_with_a_frozen_clock_erases_only_expired_speakers(api, t
     assert ErasureAudit.objects.get(speaker=old_unused).reason == "retention_expired"
     assert Speaker.objects.get(id=recent.id).enrollment_status != "evicted"
     assert services.erase_expired_speakers(now=now) == []
-    # Another tenant's shorter policy applies to its own speakers only.
-    tenant.retention_days = 1
-    tenant.save()
-    later = now + timedelta(days=2)
-    assert sorted(services.erase_expired_speakers(now=later)) == sorted(
-        [str(old_but_used.id), str(recent.id)]
-    )
+
+
+def test_each_tenant_keeps_its_own_retention_policy(api, tenant):
+    from tests.factories import make_tenant
+
+    strict = make_tenant()
+    strict.retention_days = 1
+    strict.save()
+    strict_speaker = enroll(client_for(make_key(strict)[1]))
+    relaxed_speaker = enroll(api)
+
+    erased = services.erase_expired_speakers(now=timezone.now() + timedelta(days=2))
+
+    assert erased == [str(strict_speaker.id)]
+    assert Speaker.objects.get(id=relaxed_speaker.id).enrollment_status != "evicted"
+
+
+def test_one_failing_erasure_does_not_stop_the_retention_sweep(api, monkeypatch):
+    first, second = enroll(api), enroll(api)
+    Speaker.objects.update(created_at=timezone.now() - timedelta(days=4 * 365))
+    real_erase = services.erase_speaker
+
+    def erase(speaker, **kwargs):
+        if speaker.id == first.id:
+            raise RuntimeError("injected")
+        return real_erase(speaker, **kwargs)
+
+    monkeypatch.setattr(services, "erase_speaker", erase)
+    assert services.erase_expired_speakers() == [str(second.id)]
 
 
 def test_a_blob_store_failure_is_in_the_receipt_and_retried_until_done(
@@ -125,17 +147,21 @@ def test_a_blob_store_failure_is_in_the_receipt_and_retried_until_done(
     monkeypatch.setattr(s3_blob_store, "delete_all_versions", outage)
     receipt = api.delete(f"{SPEAKERS}/{speaker.id}").json()["data"]
     assert receipt["complete"] is False
+    assert receipt["blobs_state"] == "failing"
     assert "S3 unavailable" in receipt["error_summary"]["blob_store"]
     assert Speaker.objects.get(id=speaker.id).enrollment_status == "evicted"
-    assert services.retry_blob_erasures() == 0  # still failing
+    assert services.retry_blob_erasures(older_than_s=0) == 0  # still failing
 
     monkeypatch.setattr(s3_blob_store, "delete_all_versions", real_delete)
-    assert services.retry_blob_erasures() == 1
-    assert services.retry_blob_erasures() == 0
+    assert services.retry_blob_erasures(older_than_s=3600) == 0  # too recent to retry yet
+    assert services.retry_blob_erasures(older_than_s=0) == 1
+    assert services.retry_blob_erasures(older_than_s=0) == 0
     after = api.get(f"/v1/modules/scaiecho/erasures/{receipt['audit_id']}").json()["data"]
     assert after["complete"] is True
+    assert after["blobs_state"] == "deleted"
     assert after["blob_bytes_deleted"] > 0
     assert ErasureConfirmation.objects.filter(outcome="blobs_deleted").count() == 1
+    assert ErasureConfirmation.objects.filter(outcome="blob_error").count() == 1
     assert versions_of(s3_blob_store, speaker.reference_blob_key) == []
 
 

@@ -255,3 +255,19 @@ def test_detail_shows_profile_preflight_and_consent(api):
     assert detail["preflight"]["passed"] is True
     assert detail["consent_records"][0]["consent_user_full_name"] == "Alice Example"
     assert "voiceprint" not in detail
+
+
+def test_registry_outage_answers_503_and_stores_nothing(api, s3_blob_store, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from nodes import registry
+
+    def down():
+        raise RedisConnectionError("injected")
+
+    monkeypatch.setattr(registry, "candidate_node_ids", down)
+    response = api.post(URL, enrollment_form(), format="multipart")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "backend_unavailable"
+    assert Speaker.objects.count() == 0
+    assert stored_keys(s3_blob_store) == []

@@ -222,3 +222,26 @@ def test_every_finding_is_machine_readable():
     for item in report.to_dict()["findings"]:
         assert set(item) >= {"code", "severity", "recording", "message", "measured", "threshold"}
         assert item["severity"] in {ERROR, WARNING}
+
+
+def test_a_nan_voiceprint_is_rejected_not_compared(monkeypatch):
+    # Some pyannote models return NaN embeddings for short speech (pyannote.audio issue 1961).
+    preflight = Preflight()
+    real = preflight.engine.voiceprint
+
+    def nan_for_consent(speech):
+        vector, windows = real(speech)
+        return (
+            (np.full_like(vector, np.nan), windows)
+            if speech.size < 5 * 16_000
+            else (vector, windows)
+        )
+
+    monkeypatch.setattr(preflight.engine, "voiceprint", nan_for_consent)
+    report = preflight.run(
+        io.BytesIO(audio.encode(REFERENCE_A)), io.BytesIO(audio.encode(CONSENT_A))
+    )
+    unusable = finding(report, "voiceprint_unavailable")
+    assert (unusable.recording, unusable.severity) == ("consent", ERROR)
+    assert report.consent_match_score is None
+    assert "NaN" not in str(report.to_dict())
