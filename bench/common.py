@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import statistics
@@ -12,9 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
+
+if TYPE_CHECKING:
+    import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech-dev"
@@ -58,6 +63,7 @@ def isolate_environment(name: str) -> None:
     import django
 
     django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -184,3 +190,51 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> str:
     p50, p95 = statistics.median(values) * 1000, percentile(values, 95) * 1000
     return f"p50 {p50:7.1f} ms  p95 {p95:7.1f} ms"
+
+
+@contextmanager
+def running_api(key: str) -> Iterator[httpx.Client]:
+    """The API alone under uvicorn, and a client that holds ``key``."""
+    import httpx
+
+    port = free_port()
+    api = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    try:
+        wait_for_http(f"{base}/v1/openapi.json")
+        yield client
+    finally:
+        client.close()
+        api.terminate()
+        api.wait(timeout=60)
+
+
+def enroll_over_http(client: httpx.Client, reference: bytes, consent: bytes) -> dict[str, Any]:
+    response = client.post(
+        "/v1/modules/scaiecho/speakers",
+        data={
+            "display_name": "Bench",
+            "language_primary": "en",
+            "consent_user_full_name": "Bench Speaker",
+            "consent_stated_purpose": "benchmark",
+            "consent_text": "I consent.",
+        },
+        files={"reference": ("r.wav", reference), "consent": ("c.wav", consent)},
+    )
+    response.raise_for_status()
+    return dict(response.json()["data"])

@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    ROOT,
-    free_port,
+    enroll_over_http,
     isolate_environment,
+    running_api,
     summary,
-    wait_for_http,
 )
 from bench.fanout import start_node, stop, wait_until  # noqa: E402
 
@@ -95,27 +90,7 @@ def main() -> None:
     tenant = create_tenant("bench")
     _, key = create_api_key(tenant, ["scaiecho:enroll"])
     reference, consent = recordings()[0]
-    port = free_port()
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=os.environ.copy(),
-    )
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=120
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/v1/openapi.json")
+    with running_api(key) as client:
         print("1. DELETE -> eviction confirmed by every node holding the speaker")
         for count in [int(n) for n in args.node_counts.split(",")]:
             node_ids = [f"e{count}-{i}" for i in range(count)]
@@ -127,18 +102,7 @@ def main() -> None:
             )
             wall, server = [], []
             for _ in range(args.erasures):
-                response = client.post(
-                    "/v1/modules/scaiecho/speakers",
-                    data={
-                        "display_name": "Bench",
-                        "language_primary": "en",
-                        "consent_user_full_name": "Bench Speaker",
-                        "consent_stated_purpose": "benchmark",
-                        "consent_text": "I consent.",
-                    },
-                    files={"reference": ("r.wav", reference), "consent": ("c.wav", consent)},
-                )
-                data = response.json()["data"]
+                data = enroll_over_http(client, reference, consent)
                 assert sorted(data["enrolled_on"]) == node_ids, data
                 started = time.perf_counter()
                 erased = client.delete(f"/v1/modules/scaiecho/speakers/{data['id']}").json()
@@ -173,9 +137,6 @@ def main() -> None:
             f"  {verdict.events_checked} events: median {statistics.median(runs):.2f} s "
             f"(runs: {', '.join(f'{r:.2f}' for r in runs)})"
         )
-    finally:
-        client.close()
-        stop(api)
 
 
 if __name__ == "__main__":

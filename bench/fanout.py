@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     ROOT,
-    free_port,
+    enroll_over_http,
     isolate_environment,
     peak_rss_mb,
     percentile,
+    running_api,
     summary,
-    wait_for_http,
 )
 
 
@@ -182,7 +182,7 @@ def warm_view_latency(client: httpx.Client, template: Any, speakers: int) -> Non
                 pipe.sadd(registry.warm_key(speaker_id), node_id)
         pipe.execute()
         latencies = []
-        for speaker_id in random.sample(ids, 300):
+        for speaker_id in random.sample(ids, min(300, len(ids))):
             started = time.perf_counter()
             response = client.get(f"/v1/modules/scaiecho/speakers/{speaker_id}/warm")
             latencies.append(time.perf_counter() - started)
@@ -217,42 +217,11 @@ def main() -> None:
     tenant = create_tenant("bench")
     _, key = create_api_key(tenant, ["scaiecho:enroll"])
     reference, consent = recordings()[0]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=os.environ.copy(),
-    )
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    with running_api(key) as client:
 
-    def enroll() -> str:
-        response = client.post(
-            "/v1/modules/scaiecho/speakers",
-            data={
-                "display_name": "Bench",
-                "language_primary": "en",
-                "consent_user_full_name": "Bench Speaker",
-                "consent_stated_purpose": "benchmark",
-                "consent_text": "I consent.",
-            },
-            files={"reference": ("r.wav", reference), "consent": ("c.wav", consent)},
-        )
-        response.raise_for_status()
-        return str(response.json()["data"]["id"])
+        def enroll() -> str:
+            return str(enroll_over_http(client, reference, consent)["id"])
 
-    try:
-        wait_for_http(f"{base}/v1/openapi.json")
         enroll()  # loads the API's models
         if "1" in parts:
             fan_out(enroll, [int(n) for n in args.node_counts.split(",")], args.enrollments)
@@ -261,9 +230,6 @@ def main() -> None:
             rewarm(template, args.rewarm_speakers)
         if "3" in parts:
             warm_view_latency(client, template, args.warm_speakers)
-    finally:
-        client.close()
-        stop(api)
 
 
 if __name__ == "__main__":
