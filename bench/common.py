@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
@@ -148,20 +147,6 @@ def decode(path: Path) -> np.ndarray:
             for out in resampler.resample(frame)
         ]
     return np.concatenate(chunks)
-
-
-def encode_wav(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="wav") as container:
-        stream = container.add_stream("pcm_s16le", rate=RATE, layout="mono")
-        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = RATE
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def librispeech_speakers() -> dict[str, list[Path]]:

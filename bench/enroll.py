@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     api_process_pid,
-    encode_wav,
     free_port,
     isolate_environment,
     librispeech_speakers,
@@ -38,6 +37,8 @@ from bench.common import (  # noqa: E402
     speech_of_length,
     summary,
 )
+from tests import audio  # noqa: E402
+from tests.audio import encode  # noqa: E402
 
 
 def recordings() -> list[tuple[bytes, bytes]]:
@@ -47,15 +48,13 @@ def recordings() -> list[tuple[bytes, bytes]]:
         for files in speakers.values():
             pairs.append(
                 (
-                    encode_wav(speech_of_length(files[1:], 10.0)),
-                    encode_wav(speech_of_length(files[:1], 4.0)),
+                    encode(speech_of_length(files[1:], 10.0)),
+                    encode(speech_of_length(files[:1], 4.0)),
                 )
             )
         return pairs
-    from tests import audio
-
     reference = np.concatenate([audio.clip(audio.SPEAKER_A)] * 2)[: 10 * 16_000]
-    return [(encode_wav(reference), encode_wav(audio.clip(audio.SPEAKER_A_CONSENT)))]
+    return [(encode(reference), encode(audio.clip(audio.SPEAKER_A_CONSENT)))]
 
 
 def enroll(client: httpx.Client, base: str, key: str, pair: tuple[bytes, bytes], n: int):
