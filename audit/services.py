@@ -48,6 +48,11 @@ def canonical_event(
     ).encode()
 
 
+def event_hash(**fields: Any) -> str:
+    """SHA-256 of an event's canonical form (see canonical_event for the fields)."""
+    return hashlib.sha256(canonical_event(**fields)).hexdigest()
+
+
 def _json_safe(value: Any) -> Any:
     """Non-finite floats become None and NUL characters go: jsonb refuses both."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -87,17 +92,15 @@ def record_event(
             or GENESIS_HASH
         )
         occurred_at = timezone.now()
-        digest = hashlib.sha256(
-            canonical_event(
-                prev_hash=prev_hash,
-                occurred_at=occurred_at,
-                tenant_id=tenant_key,
-                action=action,
-                actor=actor,
-                speaker_id=speaker_id,
-                details=payload,
-            )
-        ).hexdigest()
+        digest = event_hash(
+            prev_hash=prev_hash,
+            occurred_at=occurred_at,
+            tenant_id=tenant_key,
+            action=action,
+            actor=actor,
+            speaker_id=speaker_id,
+            details=payload,
+        )
         return AuditEvent.objects.create(
             tenant_id=tenant_key,
             occurred_at=occurred_at,
@@ -167,17 +170,15 @@ def verify_chain() -> ChainVerdict:
                 seq,
                 "link to the previous event is broken (an event before it was removed or altered)",
             )
-        recomputed = hashlib.sha256(
-            canonical_event(
-                prev_hash=prev_hash,
-                occurred_at=occurred_at,
-                tenant_id=str(tenant_id) if tenant_id else None,
-                action=action,
-                actor=actor,
-                speaker_id=str(speaker_id) if speaker_id else None,
-                details=details,
-            )
-        ).hexdigest()
+        recomputed = event_hash(
+            prev_hash=prev_hash,
+            occurred_at=occurred_at,
+            tenant_id=str(tenant_id) if tenant_id else None,
+            action=action,
+            actor=actor,
+            speaker_id=str(speaker_id) if speaker_id else None,
+            details=details,
+        )
         if recomputed != digest:
             return ChainVerdict(False, checked, seq, "content does not match its hash")
         expected_prev = digest

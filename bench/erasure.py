@@ -13,7 +13,6 @@ Runs in a database and Redis of its own (see bench/common.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ def build_trail(count: int) -> None:
     from django.utils import timezone
 
     from audit.models import AuditEvent
-    from audit.services import GENESIS_HASH, canonical_event
+    from audit.services import GENESIS_HASH, event_hash
 
     prev = AuditEvent.objects.order_by("-seq").values_list("hash", flat=True).first()
     prev = prev or GENESIS_HASH
@@ -43,17 +42,15 @@ def build_trail(count: int) -> None:
     for n in range(count):
         occurred_at = timezone.now()
         details = {"n": n, "note": "benchmark event"}
-        digest = hashlib.sha256(
-            canonical_event(
-                prev_hash=prev,
-                occurred_at=occurred_at,
-                tenant_id=None,
-                action="bench.event",
-                actor="system",
-                speaker_id=None,
-                details=details,
-            )
-        ).hexdigest()
+        digest = event_hash(
+            prev_hash=prev,
+            occurred_at=occurred_at,
+            tenant_id=None,
+            action="bench.event",
+            actor="system",
+            speaker_id=None,
+            details=details,
+        )
         batch.append(
             AuditEvent(
                 occurred_at=occurred_at,
