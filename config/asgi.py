@@ -1,7 +1,22 @@
+"""ASGI entry point: Django's HTTP views and the streaming WebSocket route."""
+
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_asgi_application()
+# Django must be set up before the consumers (and the models they use) are imported.
+django_http = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from diarization.consumers import StreamConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_http,
+        "websocket": URLRouter([path("v1/modules/scaiecho/stream", StreamConsumer.as_asgi())]),
+    }
+)

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "consent",
     "audit",
     "nodes",
+    "diarization",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +158,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ROUTES = {
     "nodes.tasks.reconcile_assignments": {"queue": "orchestrator"},
     "enrollment.tasks.*": {"queue": "orchestrator"},
+    "diarization.tasks.complete_without_node": {"queue": "orchestrator"},
+    "diarization.tasks.deliver_webhook": {"queue": "orchestrator"},
+    "diarization.tasks.redispatch_stalled_jobs": {"queue": "orchestrator"},
 }
 
 # --- Blob store ---------------------------------------------------------------
@@ -211,7 +215,42 @@ NODE_TASK_MAX_RETRIES = env_int("NODE_TASK_MAX_RETRIES", 5)
 NODE_REQUEUE_AFTER_S = env_float("NODE_REQUEUE_AFTER_S", 60.0)
 NODE_RECONCILE_INTERVAL_S = env_float("NODE_RECONCILE_INTERVAL_S", 30.0)
 RETENTION_SWEEP_INTERVAL_S = env_float("RETENTION_SWEEP_INTERVAL_S", 3600.0)
+# --- Diarization -------------------------------------------------------------------
+DIARIZE_MAX_UPLOAD_BYTES = env_int("DIARIZE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+DIARIZE_MAX_DURATION_S = env_float("DIARIZE_MAX_DURATION_S", 4 * 3600.0)
+# Cosine similarity a cluster's centroid needs with an enrolled voiceprint to carry its id;
+# a request's `threshold` or the tenant's own default take precedence.
+DIARIZE_IDENTIFICATION_THRESHOLD = env_float("DIARIZE_IDENTIFICATION_THRESHOLD", 0.75)
+# Turns shorter than this are never labelled with an enrolled speaker.
+DIARIZE_MIN_LABEL_S = env_float("DIARIZE_MIN_LABEL_S", 1.0)
+DIARIZE_AFFINITY_PRUNING = env_float("DIARIZE_AFFINITY_PRUNING", 0.3)
+DIARIZE_MERGE_THRESHOLD = env_float("DIARIZE_MERGE_THRESHOLD", 0.93)
+DIARIZE_VAD_PAD_MS = env_int("DIARIZE_VAD_PAD_MS", 100)
+# Real-time factor used for a job's estimated_time (measured by bench/diarize.py).
+DIARIZE_ESTIMATED_RTF = env_float("DIARIZE_ESTIMATED_RTF", 0.05)
+DIARIZE_TASK_MAX_RETRIES = env_int("DIARIZE_TASK_MAX_RETRIES", 2)
+# Keep a job's uploaded audio after the job finished (default: deleted at once).
+DIARIZE_KEEP_AUDIO = env_bool("DIARIZE_KEEP_AUDIO", False)
+DIARIZE_RECONCILE_INTERVAL_S = env_float("DIARIZE_RECONCILE_INTERVAL_S", 10.0)
+WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 10.0)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_BACKOFF_S = env_float("WEBHOOK_BACKOFF_S", 5.0)
+WEBHOOK_MAX_BACKOFF_S = env_float("WEBHOOK_MAX_BACKOFF_S", 600.0)
+# Webhooks to private, loopback or link-local addresses are refused unless this is set.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
+# Streaming: silence that ends a turn, the longest turn before a delta is forced, and the
+# similarity an unmatched turn needs to join a session's earlier spk_N.
+STREAM_END_OF_TURN_MS = env_int("STREAM_END_OF_TURN_MS", 300)
+STREAM_MAX_TURN_S = env_float("STREAM_MAX_TURN_S", 10.0)
+STREAM_CLUSTER_THRESHOLD = env_float("STREAM_CLUSTER_THRESHOLD", 0.80)
+STREAM_BACKEND_NAME = env_str("STREAM_BACKEND_NAME", "A")
+STREAM_MAX_SESSION_S = env_float("STREAM_MAX_SESSION_S", 4 * 3600.0)
+
 CELERY_BEAT_SCHEDULE = {
+    "redispatch-stalled-diarizations": {
+        "task": "diarization.tasks.redispatch_stalled_jobs",
+        "schedule": DIARIZE_RECONCILE_INTERVAL_S,
+    },
     "reconcile-node-assignments": {
         "task": "nodes.tasks.reconcile_assignments",
         "schedule": NODE_RECONCILE_INTERVAL_S,

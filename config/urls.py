@@ -9,4 +9,5 @@ urlpatterns = [
     path("v1/modules/scaiecho/", include("enrollment.api.urls")),
     path("v1/modules/scaiecho/", include("nodes.api.urls")),
     path("v1/modules/scaiecho/", include("audit.api.urls")),
+    path("v1/modules/scaiecho/", include("diarization.api.urls")),
 ]

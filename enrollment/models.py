@@ -20,6 +20,10 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200, blank=True)
     # Speakers unused this long are erased (BIPA: at most 3 years after last interaction).
     retention_days = models.PositiveIntegerField(default=3 * 365)
+    # This tenant's identification threshold; None: DIARIZE_IDENTIFICATION_THRESHOLD.
+    identification_threshold = models.FloatField(null=True, blank=True)
+    # Signs webhook deliveries; made on first use (enrollment.services.webhook_secret).
+    webhook_secret = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -55,6 +55,21 @@ def create_tenant(slug: str, name: str = "") -> Tenant:
     return tenant
 
 
+def webhook_secret(tenant: Tenant, *, rotate: bool = False) -> str:
+    """The secret that signs the tenant's webhook deliveries, made on first use."""
+    if tenant.webhook_secret and not rotate:
+        return tenant.webhook_secret
+    fresh = f"whsec_{secrets.token_urlsafe(32)}"
+    updated = Tenant.objects.filter(id=tenant.id)
+    if not rotate:
+        # Two first uses at once must agree on one secret.
+        updated = updated.filter(webhook_secret="")
+    updated.update(webhook_secret=fresh)
+    secret = Tenant.objects.values_list("webhook_secret", flat=True).get(id=tenant.id)
+    tenant.webhook_secret = secret
+    return secret
+
+
 def create_api_key(tenant: Tenant, scopes: list[str], name: str = "") -> tuple[ApiKey, str]:
     """Returns the key row and the raw key, which is shown once and never stored."""
     unknown = sorted(set(scopes) - set(ALL_SCOPES))

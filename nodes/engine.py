@@ -23,6 +23,8 @@ import torch
 SAMPLE_RATE = 16_000
 VOICEPRINT_WINDOW_S = 1.6
 VOICEPRINT_HOP_S = 0.5
+# Windows embedded per forward pass: bounds memory on long recordings.
+SPAN_BATCH = 256
 
 
 class EngineUnavailable(Exception):
@@ -56,6 +58,12 @@ class EmbeddingEngine(ABC):
     def embed_windows(self, speech: np.ndarray, window_s: float, hop_s: float) -> np.ndarray:
         """L2-normalised embeddings of sliding windows, shape (windows, dimension)."""
 
+    def embed_spans(self, samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+        """L2-normalised embeddings of the given sample ranges, shape (len(spans), dimension)."""
+        if not spans:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self.embed(samples[start:end]) for start, end in spans])
+
     def voiceprint(self, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The speaker's voiceprint (mean of window embeddings) and the windows themselves."""
         windows = self.embed_windows(speech, VOICEPRINT_WINDOW_S, VOICEPRINT_HOP_S)
@@ -88,6 +96,26 @@ class ResemblyzerEngine(EmbeddingEngine):
         batch = torch.from_numpy(np.stack([mel[s : s + width] for s in starts]))
         with torch.inference_mode():
             return _normalise(self._encoder(batch).numpy())
+
+    def embed_spans(self, samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+        # One mel spectrogram for the whole recording, then one batched pass per block of
+        # windows: diarization embeds thousands of overlapping windows.
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        if not spans:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        mel = wav_to_mel_spectrogram(samples.astype(np.float32))
+        frames = [(start // 160, max(start // 160 + 1, end // 160)) for start, end in spans]
+        width = max(b - a for a, b in frames)
+        padded = np.zeros((len(frames), width, mel.shape[1]), dtype=np.float32)
+        for row, (a, b) in enumerate(frames):
+            chunk = mel[a:b]
+            padded[row, : len(chunk)] = chunk
+        out = []
+        with torch.inference_mode():
+            for block in range(0, len(padded), SPAN_BATCH):
+                out.append(self._encoder(torch.from_numpy(padded[block : block + SPAN_BATCH])))
+        return _normalise(torch.cat(out).numpy())
 
 
 class PyannoteEngine(EmbeddingEngine):
@@ -128,6 +156,20 @@ class PyannoteEngine(EmbeddingEngine):
         with torch.inference_mode():
             features = sliding(self._as_input(speech))
         return _normalise(np.asarray(getattr(features, "data", features)))
+
+    def embed_spans(self, samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+        if not spans:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        width = max(end - start for start, end in spans)
+        batch = np.zeros((len(spans), 1, width), dtype=np.float32)
+        for row, (start, end) in enumerate(spans):
+            chunk = samples[start:end]
+            batch[row, 0, : len(chunk)] = chunk
+        out = []
+        with torch.inference_mode():
+            for block in range(0, len(batch), SPAN_BATCH):
+                out.append(self._model(torch.from_numpy(batch[block : block + SPAN_BATCH])))
+        return _normalise(torch.cat(out).numpy())
 
 
 def load_engine(model: str, token: str | None = None) -> EmbeddingEngine:

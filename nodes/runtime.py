@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from diarization.engine import EnrolledGallery
 from nodes import registry
 from nodes.engine import EmbeddingEngine
 
@@ -36,10 +37,14 @@ class Gallery:
     def __init__(self) -> None:
         self._entries: dict[str, GalleryEntry] = {}
         self._lock = threading.Lock()
+        # Bumped on every change; a tenant's scoring matrix is rebuilt only when it moved.
+        self._version = 0
+        self._matrices: dict[tuple[str, str], tuple[int, EnrolledGallery]] = {}
 
     def put(self, speaker_id: str, entry: GalleryEntry) -> None:
         with self._lock:
             self._entries[speaker_id] = entry
+            self._version += 1
 
     def get(self, speaker_id: str) -> GalleryEntry | None:
         with self._lock:
@@ -47,7 +52,9 @@ class Gallery:
 
     def remove(self, speaker_id: str) -> bool:
         with self._lock:
-            return self._entries.pop(speaker_id, None) is not None
+            removed = self._entries.pop(speaker_id, None) is not None
+            self._version += 1
+            return removed
 
     def speaker_ids(self) -> list[str]:
         with self._lock:
@@ -56,6 +63,22 @@ class Gallery:
     def for_tenant(self, tenant_id: str) -> dict[str, GalleryEntry]:
         with self._lock:
             return {k: v for k, v in self._entries.items() if v.tenant_id == tenant_id}
+
+    def matrix_for(self, tenant_id: str, model_id: str) -> EnrolledGallery:
+        """The tenant's voiceprints of one model as one matrix, for scoring many at once."""
+        with self._lock:
+            cached = self._matrices.get((tenant_id, model_id))
+            if cached is not None and cached[0] == self._version:
+                return cached[1]
+            held = [
+                (speaker_id, entry.vector)
+                for speaker_id, entry in self._entries.items()
+                if entry.tenant_id == tenant_id and entry.model_id == model_id
+            ]
+            vectors = np.stack([v for _, v in held]) if held else np.zeros((0, 1), np.float32)
+            gallery = EnrolledGallery([s for s, _ in held], vectors)
+            self._matrices[(tenant_id, model_id)] = (self._version, gallery)
+            return gallery
 
     def __len__(self) -> int:
         with self._lock:

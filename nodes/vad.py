@@ -33,7 +33,7 @@ class SileroVad:
         self._lock = threading.Lock()
 
     def speech_regions(
-        self, samples: np.ndarray, *, min_silence_ms: int = 100
+        self, samples: np.ndarray, *, min_silence_ms: int = 100, pad_ms: int = 30
     ) -> list[SpeechRegion]:
         from silero_vad import get_speech_timestamps
 
@@ -45,6 +45,7 @@ class SileroVad:
                 self._model,
                 sampling_rate=SAMPLE_RATE,
                 min_silence_duration_ms=min_silence_ms,
+                speech_pad_ms=pad_ms,
             )
         return [SpeechRegion(int(s["start"]), int(s["end"])) for s in stamps]
 

@@ -1,0 +1,186 @@
+"""The streaming WebSocket route: ``/v1/modules/scaiecho/stream``.
+
+Protocol (seed section 4): the client authenticates with ``Authorization: Bearer <key>`` on
+the upgrade request or, where it cannot set headers, with a first text frame
+``{"type": "auth", "token": "<key>"}``; sends ``{"type": "open", "language_hint", "media_type",
+"diarize"}``; gets ``{"type": "ready", "backend_used", ...}``; pushes binary audio; receives
+``{"type": "delta", "start", "end", "text", "speaker_label"}`` as turns are decided; sends
+``{"type": "close"}`` to flush the last turn and gets ``{"type": "closed"}``. Errors are a
+``{"type": "error", "code", "message"}`` frame followed by a close with a 4xxx code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from channels.db import DatabaseSyncToAsync
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from diarization import services
+from diarization.streaming import PcmDecoder, StreamDiarizer, StreamError
+from enrollment.auth import ApiPrincipal, resolve_api_key
+from enrollment.models import Scope
+
+logger = logging.getLogger(__name__)
+
+CLOSE_CODES = {
+    "unauthenticated": 4401,
+    "invalid_api_key": 4401,
+    "missing_scope": 4403,
+    "protocol_error": 4400,
+    "unsupported_media_type": 4415,
+    "malformed_audio": 4400,
+    "session_too_long": 4413,
+    "internal_error": 1011,
+}
+
+
+def _in_thread(func: Any) -> Any:
+    # Audio work runs off the event loop, one pool thread per call, with Django's connection
+    # housekeeping around it (DatabaseSyncToAsync closes stale connections).
+    return DatabaseSyncToAsync(func, thread_sensitive=False)
+
+
+def _principal_for(raw_key: str) -> ApiPrincipal | None:
+    key = resolve_api_key(raw_key)
+    if key is None:
+        return None
+    return ApiPrincipal(api_key=key, tenant=key.tenant, scopes=frozenset(key.scopes))
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    principal: ApiPrincipal | None = None
+    diarizer: StreamDiarizer | None = None
+    decoder: PcmDecoder | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        self.session_id = uuid.uuid4().hex
+        headers = dict(self.scope.get("headers", []))
+        header = headers.get(b"authorization", b"").decode("latin-1")
+        if header:
+            scheme, _, raw_key = header.partition(" ")
+            if scheme.lower() != "bearer" or not raw_key.strip():
+                await self._fail("invalid_api_key", "Authorization must be 'Bearer <api key>'.")
+                return
+            await self._authenticate(raw_key.strip())
+
+    async def _authenticate(self, raw_key: str) -> bool:
+        principal = await _in_thread(_principal_for)(raw_key)
+        if principal is None:
+            await self._fail("invalid_api_key", "Invalid or revoked API key.")
+            return False
+        if not principal.has_scope(Scope.TRANSCRIBE.value):
+            await self._fail("missing_scope", "This API key lacks the scope scaiecho:transcribe.")
+            return False
+        self.principal = principal
+        return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if bytes_data is not None:
+                await self._audio(bytes_data)
+            elif text_data is not None:
+                await self._control(text_data)
+        except StreamError as exc:
+            await self._fail(exc.code, exc.message)
+        except Exception:
+            logger.exception("stream session %s failed", getattr(self, "session_id", "?"))
+            await self._fail("internal_error", "The session failed; no further deltas.")
+
+    async def _control(self, text: str) -> None:
+        try:
+            frame = json.loads(text)
+        except ValueError as exc:
+            raise StreamError("protocol_error", "Text frames must be JSON objects.") from exc
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "auth":
+            if self.principal is not None:
+                raise StreamError("protocol_error", "Already authenticated.")
+            token = frame.get("token")
+            if not isinstance(token, str) or not token:
+                raise StreamError("unauthenticated", "The auth frame needs a 'token'.")
+            await self._authenticate(token)
+            return
+        if self.principal is None:
+            raise StreamError(
+                "unauthenticated",
+                'Send \'Authorization: Bearer <api key>\' or a first {"type": "auth"} frame.',
+            )
+        if kind == "open":
+            await self._open(frame)
+        elif kind == "close":
+            await self._close_session()
+        else:
+            raise StreamError("protocol_error", f"Unknown frame type {kind!r}.")
+
+    async def _open(self, frame: dict[str, Any]) -> None:
+        if self.diarizer is not None:
+            raise StreamError("protocol_error", "The session is already open.")
+        media_type = frame.get("media_type", "audio/wav")
+        if not isinstance(media_type, str):
+            raise StreamError("protocol_error", "media_type must be a string.")
+        self.decoder = PcmDecoder(media_type)
+        requested = bool(frame.get("diarize", False))
+        assert self.principal is not None
+        self.diarizer, labelled = await _in_thread(services.open_stream)(self.principal, requested)
+        ready: dict[str, Any] = {
+            "type": "ready",
+            "backend_used": settings.STREAM_BACKEND_NAME,
+            "session_id": self.session_id,
+            "diarize": labelled,
+        }
+        if requested and not labelled:
+            ready["warnings"] = [
+                {
+                    "code": "diarize_not_permitted",
+                    "message": "This API key lacks scaiecho:diarize: deltas carry no labels.",
+                }
+            ]
+        await self.send(text_data=json.dumps(ready))
+
+    async def _audio(self, data: bytes) -> None:
+        if self.diarizer is None or self.decoder is None:
+            raise StreamError("protocol_error", "Send an open frame before audio.")
+        samples = self.decoder.decode(data)
+        if self.diarizer.received_s + len(samples) / 16_000 > settings.STREAM_MAX_SESSION_S:
+            raise StreamError(
+                "session_too_long",
+                f"A session carries at most {settings.STREAM_MAX_SESSION_S:.0f} s of audio.",
+            )
+        deltas = await _in_thread(self.diarizer.feed)(samples)
+        for delta in deltas:
+            await self.send(text_data=json.dumps(delta.message()))
+
+    async def _close_session(self) -> None:
+        if self.diarizer is None:
+            await self.send(text_data=json.dumps({"type": "closed", "audio_seconds": 0.0}))
+            await self.close(code=1000)
+            return
+        diarizer, self.diarizer = self.diarizer, None
+        for delta in await _in_thread(diarizer.flush)():
+            await self.send(text_data=json.dumps(delta.message()))
+        assert self.principal is not None
+        await _in_thread(services.close_stream)(
+            self.principal, diarizer.matched, diarizer.received_s
+        )
+        await self.send(
+            text_data=json.dumps({"type": "closed", "audio_seconds": round(diarizer.received_s, 3)})
+        )
+        await self.close(code=1000)
+
+    async def disconnect(self, code: int) -> None:
+        if self.diarizer is not None and self.principal is not None and self.diarizer.matched:
+            await _in_thread(services.close_stream)(
+                self.principal, self.diarizer.matched, self.diarizer.received_s
+            )
+        self.diarizer = None
+
+    async def _fail(self, code: str, message: str) -> None:
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
+        self.diarizer = None
+        await self.close(code=CLOSE_CODES.get(code, 4400))

@@ -1,0 +1,512 @@
+"""Who spoke when: voice activity, window embeddings, clustering, and identification.
+
+The pipeline is built from pyannote.audio's pieces: speech regions come from Silero VAD (or
+a pyannote segmentation checkpoint, see ``diarization.segmentation``), speaker embeddings
+from the node's engine over sliding windows, the result is a ``pyannote.core.Annotation``.
+Windows are clustered (agglomerative, average linkage on cosine distance); each cluster's
+centroid is then compared with the tenant's enrolled voiceprints. A cluster that matches an
+enrolled speaker above the threshold carries that speaker's id; the others get ``spk_N`` in
+order of first appearance. Overlapped speech, and turns whose stretch of one voice (short
+pauses bridged) is under ``min_label_s``, are never given an enrolled speaker's id: the
+embedding of so little audio is not evidence enough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pyannote.core import Annotation, Segment
+from scipy.cluster.vq import kmeans2
+from scipy.linalg import eigh
+from scipy.optimize import linear_sum_assignment
+
+from nodes.engine import EmbeddingEngine
+
+SAMPLE_RATE = 16_000
+FRAME_S = 0.02  # label and confidence resolution
+WINDOW_S = 1.5
+HOP_S = 0.75
+# Speech shorter than this has no embedding of its own; it takes its neighbour's cluster.
+MIN_EMBED_S = 0.4
+# Above this many windows, linkage runs on an even subset and the rest join the nearest centroid.
+MAX_LINKAGE_WINDOWS = 4000
+# Clusters holding less speech than this are noise of the clustering: merged into the nearest.
+MIN_CLUSTER_S = 2.0
+MAX_SPEAKERS = 20
+# Softmax temperature of a window's vote over the clusters' centroids.
+VOTE_TEMPERATURE = 0.05
+# A pause shorter than this does not end a voice's stretch when judging "too short to label".
+RUN_GAP_S = 0.5
+# Enrolled candidates kept per cluster for exclusive matching against very large galleries.
+TOP_CANDIDATES = 5
+
+
+@dataclass(frozen=True)
+class DiarizationOptions:
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    identify: bool = True
+    threshold: float = 0.75
+    exclusive: bool = False
+    confidence: bool = False
+    affinity_pruning: float = 0.3
+    merge_threshold: float = 0.93
+    min_label_s: float = 1.0
+
+
+class EnrolledGallery:
+    """The enrolled voiceprints one diarization may match, as one matrix for fast scoring."""
+
+    def __init__(self, speaker_ids: list[str], vectors: np.ndarray):
+        self.speaker_ids = speaker_ids
+        self.matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(speaker_ids), -1)
+
+    def __len__(self) -> int:
+        return len(self.speaker_ids)
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Cosine similarities, shape (len(vectors), len(self)); inputs are L2-normalised."""
+        return np.asarray(vectors, dtype=np.float32) @ self.matrix.T
+
+    def top_two(self, vectors: np.ndarray) -> list[tuple[int, float, float]]:
+        """Per vector: index of the best enrolled speaker, its score, the second-best score."""
+        if not len(self):
+            return []
+        scores = self.scores(vectors)
+        out = []
+        for row in scores:
+            if len(row) == 1:
+                out.append((0, float(row[0]), float("nan")))
+                continue
+            two = np.argpartition(row, -2)[-2:]
+            best, second = (two[1], two[0]) if row[two[1]] >= row[two[0]] else (two[0], two[1])
+            out.append((int(best), float(row[best]), float(row[second])))
+        return out
+
+
+@dataclass(frozen=True)
+class Identification:
+    speaker_id: str
+    score: float
+    second_best_score: float | None
+
+
+@dataclass
+class Turn:
+    start: float
+    end: float
+    cluster: int
+    confidence: float
+    overlapped: bool = False
+    # Length of the stretch of this voice the turn belongs to (pauses under RUN_GAP_S bridged).
+    run_s: float = 0.0
+
+
+@dataclass
+class Diarization:
+    duration_s: float
+    turns: list[Turn]
+    centroids: np.ndarray
+    cluster_speech_s: dict[int, float]
+    frame_confidence: np.ndarray | None
+    identified: dict[int, Identification] = field(default_factory=dict)
+    cluster_labels: dict[int, str] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._number_clusters()
+
+    def identify(self, gallery: EnrolledGallery | None, options: DiarizationOptions) -> None:
+        """(Re)labels the clusters that match an enrolled speaker; the rest get ``spk_N``."""
+        self.identified = {}
+        if options.identify and gallery is not None:
+            self.identified = identify_clusters(self.centroids, gallery, options)
+        self._number_clusters()
+
+    def _number_clusters(self) -> None:
+        self.cluster_labels = {}
+        for turn in self.turns:
+            if turn.cluster not in self.identified and turn.cluster not in self.cluster_labels:
+                self.cluster_labels[turn.cluster] = f"spk_{len(self.cluster_labels)}"
+
+    @property
+    def matched_speaker_ids(self) -> list[str]:
+        return sorted({who.speaker_id for who in self.identified.values()})
+
+    def label_of(self, turn: Turn, min_label_s: float) -> str | None:
+        who = self.identified.get(turn.cluster)
+        if who is None:
+            return self.cluster_labels.get(turn.cluster)
+        if turn.overlapped or turn.run_s < min_label_s:
+            return None
+        return who.speaker_id
+
+    def annotation(self, min_label_s: float, uri: str = "audio") -> Annotation:
+        annotation = Annotation(uri=uri)
+        for index, turn in enumerate(self.turns):
+            label = self.label_of(turn, min_label_s)
+            if label is not None:
+                annotation[Segment(turn.start, turn.end), index] = label
+        return annotation
+
+
+def speech_spans(regions: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Sliding windows over each speech region; returns the spans and each span's region."""
+    width, hop, shortest = (int(s * SAMPLE_RATE) for s in (WINDOW_S, HOP_S, MIN_EMBED_S))
+    spans: list[tuple[int, int]] = []
+    owners: list[int] = []
+    for index, (start, end) in enumerate(regions):
+        if end - start < shortest:
+            continue
+        if end - start <= width:
+            spans.append((start, end))
+            owners.append(index)
+            continue
+        starts = list(range(start, end - width + 1, hop))
+        if starts[-1] + width < end:
+            starts.append(end - width)
+        spans.extend((s, s + width) for s in starts)
+        owners.extend([index] * len(starts))
+    return spans, owners
+
+
+def cluster_windows(
+    embeddings: np.ndarray, weights: np.ndarray, options: DiarizationOptions
+) -> np.ndarray:
+    """Cluster index per window (0-based), honouring the speaker-count hints.
+
+    Spectral clustering of the windows' cosine affinities (row-wise pruned, as for d-vectors
+    in Wang et al., "Speaker diarization with LSTM"), the speaker count from the largest
+    eigengap; then clusters whose centroids are still alike are merged.
+    """
+    n = len(embeddings)
+    if n <= 2 and not options.num_speakers:
+        return np.zeros(n, dtype=int)
+    subset = np.arange(n)
+    if n > MAX_LINKAGE_WINDOWS:
+        subset = np.linspace(0, n - 1, MAX_LINKAGE_WINDOWS).astype(int)
+    wanted_max = min(options.num_speakers or options.max_speakers or MAX_SPEAKERS, len(subset) - 1)
+    wanted_min = min(options.num_speakers or options.min_speakers or 1, wanted_max)
+    labels = _spectral(embeddings[subset], wanted_min, wanted_max, options.affinity_pruning)
+    assignment = np.full(n, -1)
+    assignment[subset] = labels
+    if len(subset) < n:
+        assignment = _nearest_centroid(embeddings, assignment)
+    assignment = _merge_clusters(
+        embeddings, weights, assignment, options.merge_threshold, wanted_min, wanted_max
+    )
+    return _refine(embeddings, weights, assignment, keep_small=wanted_min > 1)
+
+
+def _spectral(embeddings: np.ndarray, min_k: int, max_k: int, pruning: float) -> np.ndarray:
+    n = len(embeddings)
+    affinity = np.clip(embeddings @ embeddings.T, 0.0, None).astype(np.float64)
+    keep = min(n - 1, max(2, int(np.ceil(pruning * n))))
+    strongest = np.argpartition(-affinity, keep, axis=1)[:, :keep]
+    mask = np.zeros_like(affinity, dtype=bool)
+    np.put_along_axis(mask, strongest, True, axis=1)
+    affinity = np.where(mask, affinity, 0.0)
+    affinity = 0.5 * (affinity + affinity.T)
+    degree = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-9))
+    laplacian = np.eye(n) - degree[:, None] * affinity * degree[None, :]
+    values, vectors = eigh(laplacian, subset_by_index=[0, min(n - 1, max_k)])
+    gaps = np.diff(values)
+    k = int(np.argmax(gaps[min_k - 1 : max_k])) + min_k if len(gaps) >= max_k else min_k
+    if k <= 1:
+        return np.zeros(n, dtype=int)
+    spectrum = vectors[:, :k]
+    spectrum /= np.maximum(np.linalg.norm(spectrum, axis=1, keepdims=True), 1e-12)
+    _, labels = kmeans2(spectrum, k, minit="++", seed=0)
+    return np.asarray(labels, dtype=int)
+
+
+def _nearest_centroid(embeddings: np.ndarray, assignment: np.ndarray) -> np.ndarray:
+    clusters = sorted(set(assignment[assignment >= 0].tolist()))
+    centroids = _centroids(embeddings, assignment, clusters)
+    return np.asarray(clusters)[np.argmax(embeddings @ centroids.T, axis=1)]
+
+
+def _merge_clusters(
+    embeddings: np.ndarray,
+    weights: np.ndarray,
+    assignment: np.ndarray,
+    merge_threshold: float,
+    wanted_min: int | None,
+    wanted_max: int | None,
+) -> np.ndarray:
+    """Merges the two clusters with the most similar centroids while they are similar enough
+    (or while there are more than ``wanted_max``), never below ``wanted_min``.
+
+    Window clustering over-segments (short windows are noisy); centroids of many windows are
+    far more reliable, so the speaker count is decided on them.
+    """
+    assignment = assignment.copy()
+    while True:
+        clusters = sorted(set(assignment.tolist()))
+        if len(clusters) <= max(1, wanted_min or 1):
+            return assignment
+        centroids = _centroids(embeddings, assignment, clusters)
+        similarity = centroids @ centroids.T
+        np.fill_diagonal(similarity, -np.inf)
+        a, b = np.unravel_index(np.argmax(similarity), similarity.shape)
+        too_many = wanted_max is not None and len(clusters) > wanted_max
+        if similarity[a, b] < merge_threshold and not too_many:
+            return assignment
+        keep, drop = clusters[a], clusters[b]
+        if weights[assignment == drop].sum() > weights[assignment == keep].sum():
+            keep, drop = drop, keep
+        assignment[assignment == drop] = keep
+
+
+def _centroids(embeddings: np.ndarray, assignment: np.ndarray, clusters: list[int]) -> np.ndarray:
+    means = np.stack([embeddings[assignment == c].mean(axis=0) for c in clusters])
+    return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+
+
+def _refine(
+    embeddings: np.ndarray, weights: np.ndarray, assignment: np.ndarray, *, keep_small: bool
+) -> np.ndarray:
+    """Drops clusters with too little speech, then moves every window to its nearest centroid."""
+    for _ in range(2):
+        clusters = sorted(set(assignment[assignment >= 0].tolist()))
+        if not keep_small and len(clusters) > 1:
+            speech = {c: float(weights[assignment == c].sum()) for c in clusters}
+            large = [c for c in clusters if speech[c] >= MIN_CLUSTER_S]
+            clusters = large or [max(clusters, key=lambda c: speech[c])]
+        centroids = _centroids(embeddings, assignment, clusters)
+        nearest = np.argmax(embeddings @ centroids.T, axis=1)
+        assignment = np.asarray(clusters)[nearest]
+    # Renumber 0..k-1 in order of first appearance.
+    order: dict[int, int] = {}
+    for c in assignment.tolist():
+        order.setdefault(c, len(order))
+    return np.asarray([order[c] for c in assignment.tolist()], dtype=int)
+
+
+def identify_clusters(
+    centroids: np.ndarray, gallery: EnrolledGallery, options: DiarizationOptions
+) -> dict[int, Identification]:
+    """Which enrolled speaker each cluster is, when one scores above the threshold."""
+    if not len(gallery) or not len(centroids):
+        return {}
+    scores = gallery.scores(centroids)
+    ranked = gallery.top_two(centroids)
+    if not options.exclusive:
+        return {
+            cluster: Identification(gallery.speaker_ids[best], score, _finite(second))
+            for cluster, (best, score, second) in enumerate(ranked)
+            if score >= options.threshold
+        }
+    # Exclusive: each enrolled speaker at most once, the assignment with the highest total score.
+    columns = sorted({int(i) for row in scores for i in np.argsort(row)[-TOP_CANDIDATES:]})
+    sub = scores[:, columns]
+    eligible = np.where(sub >= options.threshold, sub, -1e3)
+    rows, cols = linear_sum_assignment(-eligible)
+    out = {}
+    for cluster, col in zip(rows.tolist(), cols.tolist(), strict=True):
+        if eligible[cluster, col] < options.threshold:
+            continue
+        _, _, second = ranked[cluster]
+        out[cluster] = Identification(
+            gallery.speaker_ids[columns[col]], float(sub[cluster, col]), _finite(second)
+        )
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else round(value, 4)
+
+
+def diarize(
+    samples: np.ndarray,
+    regions: list[tuple[int, int]],
+    engine: EmbeddingEngine,
+    gallery: EnrolledGallery | None,
+    options: DiarizationOptions,
+    overlap: list[tuple[int, int]] | None = None,
+) -> Diarization:
+    """Diarizes 16 kHz mono ``samples`` whose speech lies in ``regions`` (sample ranges)."""
+    duration_s = len(samples) / SAMPLE_RATE
+    frames = int(np.ceil(duration_s / FRAME_S))
+    spans, _ = speech_spans(regions)
+    embeddings = engine.embed_spans(samples, spans)
+    weights = np.asarray([(e - s) / SAMPLE_RATE for s, e in spans], dtype=np.float32)
+    assignment = cluster_windows(embeddings, weights, options)
+    clusters = sorted(set(assignment.tolist()))
+
+    speech = np.zeros(frames, dtype=bool)
+    for start, end in regions:
+        speech[_frame(start) : max(_frame(start) + 1, _frame(end))] = True
+    if not clusters:
+        empty = np.zeros((0, engine.dimension), dtype=np.float32)
+        return Diarization(duration_s, [], empty, {}, _frame_scores(frames, options))
+
+    centroids = _centroids(embeddings, assignment, clusters)
+    similarity = embeddings @ centroids.T
+    own = similarity[np.arange(len(spans)), assignment]
+    if len(clusters) > 1:
+        others = np.where(np.eye(len(clusters), dtype=bool)[assignment], -np.inf, similarity)
+        window_confidence = np.clip((own - others.max(axis=1) + 0.1) / 0.3, 0.0, 1.0)
+    else:
+        window_confidence = np.clip((own - 0.5) / 0.4, 0.0, 1.0)
+
+    # Every window votes for its cluster over its frames, most strongly at its centre.
+    votes = np.zeros((len(clusters), frames), dtype=np.float32)
+    support = np.zeros(frames, dtype=np.float32)
+    # Soft votes: a window straddling a change of speaker shares its vote between them.
+    shares = np.exp((similarity - similarity.max(axis=1, keepdims=True)) / VOTE_TEMPERATURE)
+    shares /= shares.sum(axis=1, keepdims=True)
+    for row, ((start, end), conf) in enumerate(zip(spans, window_confidence, strict=True)):
+        a, b = _frame(start), max(_frame(start) + 1, _frame(end))
+        taper = np.hanning(b - a + 2)[1:-1].astype(np.float32)
+        votes[:, a:b] += shares[row][:, None] * taper[None, :]
+        support[a:b] += taper * conf * shares[row, assignment[row]]
+    winner = np.argmax(votes, axis=0)
+    total = votes.sum(axis=0)
+    covered = speech & (total > 0)
+    frame_conf = np.where(covered, support / np.maximum(total, 1e-9), 0.0)
+    _fill_uncovered(winner, speech, covered)
+
+    overlapped = np.zeros(frames, dtype=bool)
+    for start, end in overlap or []:
+        overlapped[_frame(start) : _frame(end)] = True
+    turns = _turns(winner, speech, frame_conf, overlapped)
+
+    cluster_speech = {
+        c: round(sum(t.end - t.start for t in turns if t.cluster == c), 3) for c in clusters
+    }
+    scores = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
+    diarization = Diarization(duration_s, turns, centroids, cluster_speech, scores)
+    diarization.identify(gallery, options)
+    return diarization
+
+
+def _frame(sample: int) -> int:
+    return int(round(sample / SAMPLE_RATE / FRAME_S))
+
+
+def _frame_scores(frames: int, options: DiarizationOptions) -> np.ndarray | None:
+    return np.zeros(frames, dtype=np.int16) if options.confidence else None
+
+
+def _fill_uncovered(winner: np.ndarray, speech: np.ndarray, covered: np.ndarray) -> None:
+    """Speech no window covered (too short to embed) takes the nearest covered frame's cluster."""
+    gaps = np.flatnonzero(speech & ~covered)
+    known = np.flatnonzero(covered)
+    if not len(gaps) or not len(known):
+        return
+    nearest = np.clip(np.searchsorted(known, gaps), 0, len(known) - 1)
+    before = np.clip(nearest - 1, 0, len(known) - 1)
+    pick = np.where(
+        np.abs(known[before] - gaps) < np.abs(known[nearest] - gaps), known[before], known[nearest]
+    )
+    winner[gaps] = winner[pick]
+
+
+def _turns(
+    winner: np.ndarray, speech: np.ndarray, confidence: np.ndarray, overlapped: np.ndarray
+) -> list[Turn]:
+    turns: list[Turn] = []
+    index, frames = 0, len(winner)
+    while index < frames:
+        if not speech[index]:
+            index += 1
+            continue
+        end = index
+        while (
+            end < frames
+            and speech[end]
+            and winner[end] == winner[index]
+            and overlapped[end] == overlapped[index]
+        ):
+            end += 1
+        turns.append(
+            Turn(
+                start=round(index * FRAME_S, 3),
+                end=round(end * FRAME_S, 3),
+                cluster=int(winner[index]),
+                confidence=round(float(confidence[index:end].mean()), 3),
+                overlapped=bool(overlapped[index]),
+            )
+        )
+        index = end
+    _measure_runs(turns)
+    return turns
+
+
+def _measure_runs(turns: list[Turn]) -> None:
+    """Sets each turn's ``run_s``: a voice's speech split by short pauses is one stretch."""
+    first = 0
+    for index in range(1, len(turns) + 1):
+        ends_run = (
+            index == len(turns)
+            or turns[index].cluster != turns[first].cluster
+            or turns[index].overlapped
+            or turns[first].overlapped
+            or turns[index].start - turns[index - 1].end > RUN_GAP_S
+        )
+        if ends_run:
+            run = turns[index - 1].end - turns[first].start
+            for turn in turns[first:index]:
+                turn.run_s = round(run, 3)
+            first = index
+
+
+def as_result(
+    diarization: Diarization,
+    options: DiarizationOptions,
+    display_names: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The job's JSON result: segments, a per-speaker summary, optional frame confidence."""
+    segments = []
+    for turn in diarization.turns:
+        label = diarization.label_of(turn, options.min_label_s)
+        who = diarization.identified.get(turn.cluster)
+        segment: dict[str, Any] = {
+            "start": turn.start,
+            "end": turn.end,
+            "speaker_label": label,
+            "confidence": turn.confidence,
+        }
+        if who is not None and label == who.speaker_id:
+            segment["display_name"] = display_names.get(who.speaker_id, "")
+        if label is None:
+            segment["unlabelled_reason"] = "overlap" if turn.overlapped else "too_short"
+        segments.append(segment)
+    speakers: dict[str, dict[str, Any]] = {}
+    for cluster, speech_s in diarization.cluster_speech_s.items():
+        who = diarization.identified.get(cluster)
+        label = who.speaker_id if who else diarization.cluster_labels.get(cluster)
+        if label is None:
+            continue
+        entry = speakers.setdefault(
+            label,
+            {"speaker_label": label, "enrolled": who is not None, "speech_s": 0.0},
+        )
+        entry["speech_s"] = round(entry["speech_s"] + speech_s, 3)
+        if who is not None:
+            entry["display_name"] = display_names.get(who.speaker_id, "")
+            entry["score"] = round(max(entry.get("score", -1.0), who.score), 4)
+            entry["second_best_score"] = who.second_best_score
+    result: dict[str, Any] = {
+        "duration": round(diarization.duration_s, 3),
+        "segments": segments,
+        "speakers": sorted(speakers.values(), key=lambda s: _first_start(segments, s)),
+        "warnings": list(diarization.warnings),
+    }
+    if diarization.frame_confidence is not None:
+        result["confidence"] = {
+            "resolution": FRAME_S,
+            "score": diarization.frame_confidence.tolist(),
+        }
+    result.update(extra or {})
+    return result
+
+
+def _first_start(segments: list[dict[str, Any]], speaker: dict[str, Any]) -> float:
+    starts = [s["start"] for s in segments if s["speaker_label"] == speaker["speaker_label"]]
+    return min(starts) if starts else float("inf")

@@ -1,0 +1,45 @@
+"""Celery tasks for diarization; thin wrappers around diarization.services."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from diarization import services
+from nodes.runtime import current_node
+from nodes.services import retry_delay_s
+
+
+@shared_task(
+    name=services.RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
+def run_job(self: Task, job_id: str, attempt: int) -> str:
+    runtime = current_node()
+    try:
+        return services.run_job_here(runtime, job_id, attempt)
+    except services.StaleAttempt:
+        return "skipped"
+    except Exception as exc:
+        permanent = isinstance(exc, services.NodeJobError) and exc.permanent
+        if permanent or self.request.retries >= settings.DIARIZE_TASK_MAX_RETRIES:
+            # The caller still gets the speech without labels, and a warning saying why.
+            return services.complete_without_node(job_id, attempt, "node_failed")
+        raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
+
+
+@shared_task(name=services.DEGRADE_TASK, acks_late=True, reject_on_worker_lost=True)
+def complete_without_node(job_id: str, attempt: int, reason: str) -> str:
+    return services.complete_without_node(job_id, attempt, reason)
+
+
+@shared_task(name=services.WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
+def deliver_webhook(self: Task, job_id: str) -> str:
+    try:
+        return services.deliver_webhook(job_id)
+    except services.WebhookRetry as retry:
+        raise self.retry(countdown=retry.countdown_s) from retry
+
+
+@shared_task(name="diarization.tasks.redispatch_stalled_jobs", acks_late=True)
+def redispatch_stalled_jobs() -> int:
+    return len(services.redispatch_stalled_jobs()) + services.delete_finished_audio()
