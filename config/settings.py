@@ -225,6 +225,8 @@ DIARIZE_IDENTIFICATION_THRESHOLD = env_float("DIARIZE_IDENTIFICATION_THRESHOLD",
 DIARIZE_MIN_LABEL_S = env_float("DIARIZE_MIN_LABEL_S", 1.0)
 DIARIZE_AFFINITY_PRUNING = env_float("DIARIZE_AFFINITY_PRUNING", 0.3)
 DIARIZE_MERGE_THRESHOLD = env_float("DIARIZE_MERGE_THRESHOLD", 0.93)
+# Two voices of one job carry the same enrolled id only when their scores are this close.
+DIARIZE_SHARED_MATCH_MARGIN = env_float("DIARIZE_SHARED_MATCH_MARGIN", 0.05)
 DIARIZE_VAD_PAD_MS = env_int("DIARIZE_VAD_PAD_MS", 100)
 # Real-time factor used for a job's estimated_time (measured by bench/diarize.py).
 DIARIZE_ESTIMATED_RTF = env_float("DIARIZE_ESTIMATED_RTF", 0.05)

@@ -54,6 +54,7 @@ class DiarizationOptions:
     confidence: bool = False
     affinity_pruning: float = 0.3
     merge_threshold: float = 0.93
+    shared_match_margin: float = 0.05
     min_label_s: float = 1.0
 
 
@@ -62,13 +63,18 @@ class EnrolledGallery:
 
     def __init__(self, speaker_ids: list[str], vectors: np.ndarray):
         self.speaker_ids = speaker_ids
-        self.matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(speaker_ids), -1)
+        matrix = np.asarray(vectors, dtype=np.float32)
+        self.matrix = np.ascontiguousarray(
+            matrix.reshape(len(speaker_ids), -1) if speaker_ids else np.zeros((0, 0), np.float32)
+        )
 
     def __len__(self) -> int:
         return len(self.speaker_ids)
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """Cosine similarities, shape (len(vectors), len(self)); inputs are L2-normalised."""
+        if not self.speaker_ids:
+            return np.zeros((len(vectors), 0), dtype=np.float32)
         return np.asarray(vectors, dtype=np.float32) @ self.matrix.T
 
     def top_two(self, vectors: np.ndarray) -> list[tuple[int, float, float]]:
@@ -295,10 +301,21 @@ def identify_clusters(
     scores = gallery.scores(centroids)
     ranked = gallery.top_two(centroids)
     if not options.exclusive:
-        return {
+        matches = {
             cluster: Identification(gallery.speaker_ids[best], score, _finite(second))
             for cluster, (best, score, second) in enumerate(ranked)
             if score >= options.threshold
+        }
+        # Several voices may carry one enrolled speaker's id (the clustering split that
+        # speaker), but only when they match about as well as the best of them: a voice far
+        # below the best is a similar-sounding other person.
+        best_score: dict[str, float] = {}
+        for who in matches.values():
+            best_score[who.speaker_id] = max(best_score.get(who.speaker_id, -1.0), who.score)
+        return {
+            cluster: who
+            for cluster, who in matches.items()
+            if who.score >= best_score[who.speaker_id] - options.shared_match_margin
         }
     # Exclusive: each enrolled speaker at most once, the assignment with the highest total score.
     columns = sorted({int(i) for row in scores for i in np.argsort(row)[-TOP_CANDIDATES:]})

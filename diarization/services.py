@@ -81,13 +81,18 @@ def identification_threshold(tenant: Tenant, requested: float | None) -> float:
     return float(settings.DIARIZE_IDENTIFICATION_THRESHOLD)
 
 
+def service_tuning() -> dict[str, float]:
+    """The engine's settings that are the service's, not the request's."""
+    return {
+        "min_label_s": settings.DIARIZE_MIN_LABEL_S,
+        "affinity_pruning": settings.DIARIZE_AFFINITY_PRUNING,
+        "merge_threshold": settings.DIARIZE_MERGE_THRESHOLD,
+        "shared_match_margin": settings.DIARIZE_SHARED_MATCH_MARGIN,
+    }
+
+
 def options_for(job: DiarizationJob) -> DiarizationOptions:
-    return DiarizationOptions(
-        **job.options,
-        min_label_s=settings.DIARIZE_MIN_LABEL_S,
-        affinity_pruning=settings.DIARIZE_AFFINITY_PRUNING,
-        merge_threshold=settings.DIARIZE_MERGE_THRESHOLD,
-    )
+    return DiarizationOptions(**job.options, **service_tuning())
 
 
 def estimated_time_s(duration_s: float) -> int:
@@ -156,8 +161,8 @@ def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile
 
 def _job_options(options: DiarizationOptions) -> dict[str, Any]:
     kept = asdict(options)
-    for derived in ("min_label_s", "affinity_pruning", "merge_threshold"):
-        kept.pop(derived)
+    for tuned in service_tuning():
+        kept.pop(tuned)
     return kept
 
 

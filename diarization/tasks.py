@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 from django.conf import settings
 
 from diarization import services
 from nodes.runtime import current_node
 from nodes.services import retry_delay_s
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -22,6 +26,7 @@ def run_job(self: Task, job_id: str, attempt: int) -> str:
     except Exception as exc:
         permanent = isinstance(exc, services.NodeJobError) and exc.permanent
         if permanent or self.request.retries >= settings.DIARIZE_TASK_MAX_RETRIES:
+            logger.exception("diarization %s failed on node %s", job_id, runtime.node_id)
             # The caller still gets the speech without labels, and a warning saying why.
             return services.complete_without_node(job_id, attempt, "node_failed")
         raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc

@@ -96,3 +96,28 @@ def live_db(live_test_database, django_db_blocker, s3_blob_store):
         finally:
             clear_redis()
             wipe_database()
+
+
+@pytest.fixture
+def cluster(live_db, moto_server, tmp_path, settings):
+    settings.ENROLLMENT_ACK_WAIT_S = 20.0
+    from tests.live import Cluster, node_environment
+
+    nodes = Cluster(node_environment(moto_server, settings.S3_BUCKET), tmp_path)
+    try:
+        yield nodes
+    finally:
+        nodes.stop_all()
+        print(nodes.logs())  # pytest shows captured output only for a failing test
+
+
+@pytest.fixture(scope="session")
+def loaded_models():
+    """Loads the preflight's models up front, so a slow first load cannot outlast a heartbeat."""
+    import numpy as np
+
+    from nodes.engine import get_engine
+    from nodes.vad import get_vad
+
+    get_vad().speech_regions(np.zeros(16_000, dtype=np.float32))
+    get_engine().voiceprint(np.random.default_rng(0).normal(0, 0.01, 32_000).astype(np.float32))

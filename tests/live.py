@@ -123,6 +123,28 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
 
 
+class OrchestratorProcess(NodeProcess):
+    """The orchestrator's Celery worker (degraded completions, webhooks), without beat."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        super().__init__("orchestrator", env, log_dir)
+
+    def start(self, wait: bool = True) -> OrchestratorProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo"]
+            + ["--queues", "orchestrator", "--without-gossip", "--without-mingle"]
+            + ["--loglevel", "INFO"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            wait_for(lambda: "ready." in self.log(), timeout_s=90, what="the orchestrator worker")
+        return self
+
+
 def node_environment(s3_endpoint: str, bucket: str) -> dict[str, str]:
     env = os.environ.copy()
     env.update(
@@ -148,3 +170,35 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.1, what: 
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Cluster:
+    """The node processes a test starts; all are stopped when it ends."""
+
+    def __init__(self, env: dict[str, str], log_dir):
+        self.env = env
+        self.log_dir = log_dir
+        self.nodes: dict[str, NodeProcess] = {}
+
+    def node(self, node_id: str) -> NodeProcess:
+        if node_id not in self.nodes:
+            self.nodes[node_id] = NodeProcess(node_id, self.env, self.log_dir)
+        return self.nodes[node_id]
+
+    def start(self, *node_ids: str) -> list[NodeProcess]:
+        started = [self.node(n).start(wait=False) for n in node_ids]
+        for node in started:
+            node.wait_until_candidate()
+        return started
+
+    def orchestrator(self) -> OrchestratorProcess:
+        if "orchestrator" not in self.nodes:
+            self.nodes["orchestrator"] = OrchestratorProcess(self.env, self.log_dir).start()
+        return self.nodes["orchestrator"]  # type: ignore[return-value]
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.log()}" for n, p in self.nodes.items())
