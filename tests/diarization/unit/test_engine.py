@@ -1,0 +1,201 @@
+"""The diarization engine with the real models, scored with pyannote.metrics on the sample."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+from pyannote.database.util import load_rttm
+from pyannote.metrics.diarization import DiarizationErrorRate
+from pyannote.metrics.identification import IdentificationErrorRate
+
+from diarization.engine import (
+    FRAME_S,
+    Diarization,
+    DiarizationOptions,
+    EnrolledGallery,
+    Turn,
+    as_result,
+    diarize,
+)
+from nodes.engine import get_engine
+from nodes.vad import get_vad, speech_only
+from tests import audio
+
+# The sample's speakers, enrolled from clips of at most 5 s.
+CLIP_A = [(10.6, 14.45)]
+CLIP_B = [(21.9, 26.9)]
+# NIST's customary forgiveness of +-250 ms around reference boundaries.
+NIST_COLLAR = 0.5
+
+
+@cache
+def reference():
+    return load_rttm(str(audio.sample_rttm_path()))["sample"]
+
+
+@cache
+def regions(pad_ms: int = 100) -> list[tuple[int, int]]:
+    found = get_vad().speech_regions(audio.sample(), pad_ms=pad_ms)
+    return [(r.start, r.end) for r in found]
+
+
+def voiceprint(ranges: list[tuple[float, float]]) -> np.ndarray:
+    clip = audio.clip(ranges)
+    return get_engine().voiceprint(speech_only(clip, get_vad().speech_regions(clip)))[0]
+
+
+@cache
+def enrolled_gallery() -> EnrolledGallery:
+    return EnrolledGallery(
+        ["speaker90", "speaker91"], np.stack([voiceprint(CLIP_A), voiceprint(CLIP_B)])
+    )
+
+
+def run(gallery: EnrolledGallery | None = None, **options) -> Diarization:
+    return diarize(audio.sample(), regions(), get_engine(), gallery, DiarizationOptions(**options))
+
+
+def test_with_no_one_enrolled_the_sample_is_diarized_within_20_percent_der():
+    result = run()
+    hypothesis = result.annotation(min_label_s=1.0, uri="sample")
+
+    der = DiarizationErrorRate()(reference(), hypothesis)
+    assert der <= 0.20, der
+    assert sorted(hypothesis.labels()) == ["spk_0", "spk_1"]
+    # spk_N are numbered in order of first appearance.
+    first = [hypothesis.label_timeline(label)[0].start for label in ("spk_0", "spk_1")]
+    assert first[0] < first[1]
+
+
+def test_with_both_enrolled_the_sample_is_identified_within_15_percent_ier():
+    result = run(enrolled_gallery())
+    hypothesis = result.annotation(min_label_s=1.0, uri="sample")
+
+    assert sorted(hypothesis.labels()) == ["speaker90", "speaker91"]
+    ier = IdentificationErrorRate(collar=NIST_COLLAR)(reference(), hypothesis)
+    assert ier <= 0.15, ier
+    # Without any collar the sample's sub-second turns and overlap weigh in (see README).
+    assert IdentificationErrorRate()(reference(), hypothesis) <= 0.17
+    for who in result.identified.values():
+        assert who.score >= 0.9 and who.second_best_score is not None
+        assert who.second_best_score < who.score
+
+
+def test_speaker_count_hints_are_obeyed():
+    assert len(run(num_speakers=1).cluster_speech_s) == 1
+    assert len(run(max_speakers=1).cluster_speech_s) == 1
+    assert len(run(min_speakers=3).cluster_speech_s) == 3
+    assert len(run(num_speakers=2).cluster_speech_s) == 2
+
+
+def test_a_threshold_above_every_score_labels_no_one():
+    labels = run(enrolled_gallery(), threshold=0.999).annotation(1.0).labels()
+    assert sorted(labels) == ["spk_0", "spk_1"]
+
+
+def test_identify_false_leaves_the_gallery_unused():
+    labels = run(enrolled_gallery(), identify=False).annotation(1.0).labels()
+    assert sorted(labels) == ["spk_0", "spk_1"]
+
+
+def test_exclusive_gives_an_enrolled_speaker_to_one_voice_only():
+    only_a = EnrolledGallery(["speaker90"], voiceprint(CLIP_A)[None])
+    # A permissive threshold and margin: both voices would match speaker A.
+    loose = {"threshold": 0.5, "shared_match_margin": 1.0}
+    shared = run(only_a, **loose).annotation(1.0).labels()
+    exclusive = run(only_a, exclusive=True, **loose).annotation(1.0).labels()
+
+    assert shared == ["speaker90"]
+    assert sorted(exclusive) == ["speaker90", "spk_0"]
+
+
+def test_a_voice_matching_far_worse_than_the_best_is_not_given_the_same_id():
+    only_a = EnrolledGallery(["speaker90"], voiceprint(CLIP_A)[None])
+    labels = run(only_a, threshold=0.5).annotation(1.0).labels()
+    assert sorted(labels) == ["speaker90", "spk_0"]
+
+
+def test_an_empty_gallery_labels_clusters():
+    empty = EnrolledGallery([], np.zeros((0, 256), dtype=np.float32))
+    assert sorted(run(empty).annotation(1.0).labels()) == ["spk_0", "spk_1"]
+
+
+def test_silence_gives_no_segments_and_zero_confidence():
+    quiet = audio.silence(5.0)
+    result = diarize(quiet, [], get_engine(), None, DiarizationOptions(confidence=True))
+    body = as_result(result, DiarizationOptions(confidence=True), {})
+    assert body["segments"] == [] and body["speakers"] == []
+    assert body["confidence"]["resolution"] == FRAME_S
+    assert len(body["confidence"]["score"]) == round(5.0 / FRAME_S)
+    assert set(body["confidence"]["score"]) == {0}
+
+
+def test_confidence_scores_cover_the_audio_frame_by_frame():
+    options = DiarizationOptions(confidence=True)
+    body = as_result(run(confidence=True), options, {})
+    scores = body["confidence"]["score"]
+    assert len(scores) == int(np.ceil(30.0 / FRAME_S))
+    assert min(scores) >= 0 and max(scores) <= 100
+    speech = [scores[int(s["start"] / FRAME_S) : int(s["end"] / FRAME_S)] for s in body["segments"]]
+    assert np.mean([np.mean(x) for x in speech if x]) > 20
+    for segment in body["segments"]:
+        assert 0.0 <= segment["confidence"] <= 1.0
+
+
+def identified(turns: list[Turn]) -> Diarization:
+    from diarization.engine import Identification
+
+    result = Diarization(
+        duration_s=10.0,
+        turns=turns,
+        centroids=np.zeros((1, 256), dtype=np.float32),
+        cluster_speech_s={0: sum(t.end - t.start for t in turns)},
+        frame_confidence=None,
+    )
+    result.identified = {0: Identification("alice-id", 0.95, 0.6)}
+    return result
+
+
+def test_short_and_overlapped_speech_is_never_given_an_enrolled_id():
+    from diarization.engine import _measure_runs
+
+    turns = [
+        Turn(start=0.0, end=0.6, cluster=0, confidence=0.9),  # alone: too short
+        Turn(start=2.0, end=2.6, cluster=0, confidence=0.9),  # with the next: one stretch
+        Turn(start=2.9, end=3.6, cluster=0, confidence=0.9),
+        Turn(start=5.0, end=8.0, cluster=0, confidence=0.9, overlapped=True),
+    ]
+    _measure_runs(turns)
+    body = as_result(identified(turns), DiarizationOptions(), {"alice-id": "Alice"})
+    labels = [(s["speaker_label"], s.get("unlabelled_reason")) for s in body["segments"]]
+
+    assert labels == [
+        (None, "too_short"),
+        ("alice-id", None),
+        ("alice-id", None),
+        (None, "overlap"),
+    ]
+    assert body["segments"][1]["display_name"] == "Alice"
+    assert body["speakers"][0]["speaker_label"] == "alice-id"
+    assert body["speakers"][0]["second_best_score"] == 0.6
+
+
+@pytest.mark.parametrize("size", [1, 2, 1000])
+def test_gallery_top_two_agrees_with_a_full_sort(size):
+    rng = np.random.default_rng(size)
+    vectors = rng.normal(size=(size, 256)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.integers(0, size, 5)] + 0.05 * rng.normal(size=(5, 256))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    gallery = EnrolledGallery([f"s{i}" for i in range(size)], vectors)
+
+    for query, (best, score, second) in zip(queries, gallery.top_two(queries), strict=True):
+        ranked = np.sort(vectors @ query)[::-1]
+        assert int(np.argmax(vectors @ query)) == best
+        assert score == pytest.approx(ranked[0], abs=1e-5)
+        if size > 1:
+            assert second == pytest.approx(ranked[1], abs=1e-5)
+        else:
+            assert np.isnan(second)
