@@ -146,7 +146,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _audio(self, data: bytes) -> None:
         if self.diarizer is None or self.decoder is None:
             raise StreamError("protocol_error", "Send an open frame before audio.")
-        samples = self.decoder.decode(data)
+        samples = await _in_thread(self.decoder.decode)(data)
         if self.diarizer.received_s + len(samples) / 16_000 > settings.STREAM_MAX_SESSION_S:
             raise StreamError(
                 "session_too_long",
@@ -157,30 +157,31 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps(delta.message()))
 
     async def _close_session(self) -> None:
-        if self.diarizer is None:
-            await self.send(text_data=json.dumps({"type": "closed", "audio_seconds": 0.0}))
-            await self.close(code=1000)
-            return
-        diarizer, self.diarizer = self.diarizer, None
-        for delta in await _in_thread(diarizer.flush)():
-            await self.send(text_data=json.dumps(delta.message()))
-        assert self.principal is not None
-        await _in_thread(services.close_stream)(
-            self.principal, diarizer.matched, diarizer.received_s
-        )
+        diarizer, received_s = self.diarizer, 0.0
+        if diarizer is not None and self.decoder is not None:
+            tail = await _in_thread(self.decoder.finish)()
+            deltas = await _in_thread(diarizer.feed)(tail) if len(tail) else []
+            for delta in deltas + await _in_thread(diarizer.flush)():
+                await self.send(text_data=json.dumps(delta.message()))
+            received_s = diarizer.received_s
+        await self._end_session()
         await self.send(
-            text_data=json.dumps({"type": "closed", "audio_seconds": round(diarizer.received_s, 3)})
+            text_data=json.dumps({"type": "closed", "audio_seconds": round(received_s, 3)})
         )
         await self.close(code=1000)
 
     async def disconnect(self, code: int) -> None:
-        if self.diarizer is not None and self.principal is not None and self.diarizer.matched:
+        await self._end_session()
+
+    async def _end_session(self) -> None:
+        """Records the session (and the last use of every voiceprint it matched) once."""
+        diarizer, self.diarizer = self.diarizer, None
+        if diarizer is not None and self.principal is not None:
             await _in_thread(services.close_stream)(
-                self.principal, self.diarizer.matched, self.diarizer.received_s
+                self.principal, diarizer.matched, diarizer.received_s
             )
-        self.diarizer = None
 
     async def _fail(self, code: str, message: str) -> None:
         await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
-        self.diarizer = None
+        await self._end_session()
         await self.close(code=CLOSE_CODES.get(code, 4400))

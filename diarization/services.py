@@ -81,7 +81,7 @@ def identification_threshold(tenant: Tenant, requested: float | None) -> float:
     return float(settings.DIARIZE_IDENTIFICATION_THRESHOLD)
 
 
-def service_tuning() -> dict[str, float]:
+def service_tuning() -> dict[str, Any]:
     """The engine's settings that are the service's, not the request's."""
     return {
         "min_label_s": settings.DIARIZE_MIN_LABEL_S,

@@ -12,9 +12,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import av
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from diarization.engine import MIN_EMBED_S, EnrolledGallery
 from nodes.engine import EmbeddingEngine
@@ -86,7 +86,10 @@ class PcmDecoder:
                 f"media_type {media_type!r} is not audio/wav or raw 16 kHz PCM (audio/pcm).",
             )
         self._rate, self._channels, self._width, self._float = SAMPLE_RATE, 1, 2, False
+        # RFC 3551: L16 is network byte order; audio/pcm and WAV data are little-endian.
+        self._int16 = ">i2" if kind == "audio/l16" else "<i2"
         self._rest = b""
+        self._resampler: av.AudioResampler | None = None
 
     def decode(self, data: bytes) -> np.ndarray:
         if self._header is not None:
@@ -108,12 +111,29 @@ class PcmDecoder:
         if self._float:
             samples = np.frombuffer(data[:usable], dtype="<f4").astype(np.float32)
         else:
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-        samples = samples.reshape(-1, self._channels).mean(axis=1)
-        if self._rate != SAMPLE_RATE:
-            divisor = np.gcd(self._rate, SAMPLE_RATE)
-            samples = resample_poly(samples, SAMPLE_RATE // divisor, self._rate // divisor)
-        return samples.astype(np.float32)
+            samples = np.frombuffer(data[:usable], dtype=self._int16).astype(np.float32) / 32768.0
+        samples = samples.reshape(-1, self._channels).mean(axis=1).astype(np.float32)
+        if self._rate == SAMPLE_RATE:
+            return samples
+        return self._resample(samples)
+
+    def _resample(self, samples: np.ndarray | None) -> np.ndarray:
+        # One resampler for the whole stream: its filter state spans the client's frames, so
+        # the output does not depend on where the client cut them.
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        frame = None
+        if samples is not None:
+            frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+            frame.sample_rate = self._rate
+        out = [f.to_ndarray()[0] for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        """What the resampler still holds once the client has sent everything."""
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._resample(None)
 
 
 def _param(params: str, name: str) -> str | None:
@@ -139,7 +159,7 @@ def _parse_wav_header(data: bytes) -> tuple[tuple[int, int, int, bool], int] | N
                 raise StreamError("malformed_audio", "The WAV data chunk comes before its format.")
             return fmt, body
         if chunk == b"fmt ":
-            if body + 16 > len(data):
+            if body + max(16, size) > len(data):
                 return None
             tag, channels, rate = struct.unpack("<HHI", data[body : body + 8])
             bits = struct.unpack("<H", data[body + 14 : body + 16])[0]
@@ -186,14 +206,16 @@ class StreamDiarizer:
         self._origin = 0  # absolute sample index of self._audio[0]
         self._position = 0  # samples given to the VAD so far
         self._turn_start: int | None = None
+        self._received = 0  # samples the client sent (the VAD's last chunk is padded)
         self._voices: list[np.ndarray] = []
         self.matched: set[str] = set()
 
     @property
     def received_s(self) -> float:
-        return (self._position + len(self._pending)) / SAMPLE_RATE
+        return self._received / SAMPLE_RATE
 
     def feed(self, samples: np.ndarray) -> list[Delta]:
+        self._received += len(samples)
         self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
         deltas: list[Delta] = []
         usable = len(self._pending) - len(self._pending) % VAD_CHUNK
@@ -212,7 +234,7 @@ class StreamDiarizer:
             self._pending = np.zeros(0, dtype=np.float32)
             deltas.extend(self._step(chunk))
         if self._turn_start is not None:
-            deltas.append(self._decide(self._turn_start, self._position))
+            deltas.extend(self._decide(self._turn_start, self._received))
             self._turn_start = None
         return deltas
 
@@ -225,13 +247,13 @@ class StreamDiarizer:
         if event and "start" in event:
             self._turn_start = max(int(event["start"]), self._origin)
         elif event and "end" in event and self._turn_start is not None:
-            deltas.append(self._decide(self._turn_start, int(event["end"])))
+            deltas.extend(self._decide(self._turn_start, int(event["end"])))
             self._turn_start = None
         elif (
             self._turn_start is not None
             and self._position - self._turn_start >= self._settings.max_turn_s * SAMPLE_RATE
         ):
-            deltas.append(self._decide(self._turn_start, self._position))
+            deltas.extend(self._decide(self._turn_start, self._position))
             self._turn_start = self._position
         return deltas
 
@@ -245,8 +267,11 @@ class StreamDiarizer:
             self._audio = self._audio[drop:]
             self._origin += drop
 
-    def _decide(self, start: int, end: int) -> Delta:
-        end = max(start, min(end, self._position))
+    def _decide(self, start: int, end: int) -> list[Delta]:
+        """The delta of a decided turn; none for a turn with no audio the client sent."""
+        end = min(end, self._position, self._received)
+        if end <= start:
+            return []
         audio = self._audio[max(0, start - self._origin) : max(0, end - self._origin)]
         label, name = None, None
         duration = len(audio) / SAMPLE_RATE
@@ -264,7 +289,7 @@ class StreamDiarizer:
                     self.matched.add(speaker_id)
             if label is None:
                 label = self._voice_of(vector)
-        return Delta(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3), label, name)
+        return [Delta(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3), label, name)]
 
     def _voice_of(self, vector: np.ndarray) -> str:
         if self._voices:

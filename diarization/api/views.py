@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -83,8 +84,12 @@ class DiarizeResultView(APIView):
     @extend_schema(
         parameters=[ResultQuerySerializer],
         responses={
-            (200, "application/json"): OpenApiResponse(description="the result"),
-            (200, "text/plain"): OpenApiResponse(description="rttm, srt, vtt or txt"),
+            (200, "application/json"): OpenApiResponse(
+                response=OpenApiTypes.OBJECT, description="format=json"
+            ),
+            (200, "text/plain"): OpenApiResponse(
+                response=OpenApiTypes.STR, description="format=rttm, srt, vtt or txt"
+            ),
             409: OpenApiResponse(description="job_not_finished"),
         },
         summary="Download a finished job's result",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -59,8 +60,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_enroll_warm_and_erase_over_http(service):
-    response = service.post(
+def enroll_alice(service: httpx.Client) -> httpx.Response:
+    return service.post(
         "/v1/modules/scaiecho/speakers",
         data={
             "display_name": "Alice Example",
@@ -74,6 +75,10 @@ def test_enroll_warm_and_erase_over_http(service):
             "consent": ("c.mp3", audio.encode(audio.clip(audio.SPEAKER_A_CONSENT), "mp3")),
         },
     )
+
+
+def test_enroll_warm_and_erase_over_http(service):
+    response = enroll_alice(service)
     assert response.status_code == 201, response.text
     speaker = response.json()["data"]
     assert speaker["enrollment_status"] == "ready"
@@ -102,3 +107,48 @@ def test_enroll_warm_and_erase_over_http(service):
             "confirmed_at": done["nodes"][0]["confirmed_at"],
         }
     ]
+
+
+def test_diarize_a_file_and_a_stream_over_http(service):
+    alice = enroll_alice(service).json()["data"]["id"]
+
+    submitted = service.post(
+        "/v1/modules/scaiecho/diarize",
+        files={"audio": ("meeting.mp3", audio.encode(audio.sample(), "mp3"))},
+        data={"num_speakers": "2"},
+    )
+    assert submitted.status_code == 202, submitted.text
+    job = wait_for(
+        lambda: (
+            (
+                b := service.get(f"/v1/modules/scaiecho/diarize/{submitted.json()['data']['id']}")
+            ).json()["data"]["status"]
+            == "succeeded"
+            and b.json()["data"]
+        ),
+        what="the diarization job",
+    )
+    labels = {s["speaker_label"] for s in job["result"]["segments"]}
+    assert alice in labels and "spk_0" in labels
+    rttm = service.get(
+        f"/v1/modules/scaiecho/diarize/{job['id']}/result", params={"format": "rttm"}
+    )
+    assert alice in rttm.text
+
+    # The same recording streamed as WAV in 100 ms frames through the ASGI server.
+    from websockets.sync.client import connect
+
+    url = str(service.base_url).replace("http://", "ws://") + "/v1/modules/scaiecho/stream"
+    wav = audio.encode(audio.sample())
+    with connect(url, additional_headers={"Authorization": service.headers["Authorization"]}) as ws:
+        ws.send(json.dumps({"type": "open", "media_type": "audio/wav", "diarize": True}))
+        ready = json.loads(ws.recv())
+        assert ready == {**ready, "type": "ready", "backend_used": "A", "diarize": True}
+        for offset in range(0, len(wav), 3200):
+            ws.send(wav[offset : offset + 3200])
+        ws.send(json.dumps({"type": "close"}))
+        frames = [json.loads(m) for m in ws]
+    assert frames[-1]["type"] == "closed"
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert deltas and all(d["text"] == "" for d in deltas)
+    assert alice in {d.get("speaker_label") for d in deltas}
