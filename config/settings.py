@@ -228,6 +228,8 @@ DIARIZE_MERGE_THRESHOLD = env_float("DIARIZE_MERGE_THRESHOLD", 0.93)
 # Two voices of one job carry the same enrolled id only when their scores are this close.
 DIARIZE_SHARED_MATCH_MARGIN = env_float("DIARIZE_SHARED_MATCH_MARGIN", 0.05)
 DIARIZE_VAD_PAD_MS = env_int("DIARIZE_VAD_PAD_MS", 100)
+# A pyannote.audio segmentation checkpoint (path or HF id) for speech and overlap; empty: Silero.
+DIARIZE_SEGMENTATION_MODEL = env_str("DIARIZE_SEGMENTATION_MODEL", "")
 # Real-time factor used for a job's estimated_time (measured by bench/diarize.py).
 DIARIZE_ESTIMATED_RTF = env_float("DIARIZE_ESTIMATED_RTF", 0.05)
 DIARIZE_TASK_MAX_RETRIES = env_int("DIARIZE_TASK_MAX_RETRIES", 2)

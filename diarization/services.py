@@ -24,6 +24,7 @@ from diarization.engine import (
     diarize,
 )
 from diarization.models import DiarizationJob, JobStatus, WebhookState
+from diarization.segmentation import get_speech_detector
 from diarization.webhooks import check_webhook_url
 from enrollment.audio import AudioRejected, DecodedAudio, decode_audio
 from enrollment.auth import ApiPrincipal
@@ -32,7 +33,6 @@ from enrollment.errors import ServiceError, UploadTooLarge
 from enrollment.models import EnrollmentStatus, Scope, Speaker, Tenant
 from nodes import registry
 from nodes.runtime import NodeRuntime, node_queue
-from nodes.vad import get_vad
 
 if TYPE_CHECKING:
     from diarization.streaming import StreamDiarizer
@@ -268,12 +268,10 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
     job = DiarizationJob.objects.select_related("tenant").get(id=job_id)
     audio = _load_audio(job)
     options = options_for(job)
-    regions = [
-        (r.start, r.end)
-        for r in get_vad().speech_regions(audio.samples, pad_ms=settings.DIARIZE_VAD_PAD_MS)
-    ]
+    detector = get_speech_detector()
+    regions, overlap = detector.regions(audio.samples)
     gallery = _gallery_for(runtime, str(job.tenant_id))
-    result = diarize(audio.samples, regions, runtime.engine, gallery, options)
+    result = diarize(audio.samples, regions, runtime.engine, gallery, options, overlap=overlap)
     # The node's gallery may still hold a speaker erased a moment ago: check the matches
     # against the tombstones, drop the erased ones and match again without them.
     erased = _not_live(result.matched_speaker_ids)
@@ -297,7 +295,7 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
             "model": {
                 "embedding_model_id": runtime.engine.model_id,
                 "embedding_model_version": runtime.engine.model_version,
-                "voice_activity": get_vad().model_id,
+                "voice_activity": detector.model_id,
                 "gallery_size": len(gallery),
             },
         },
@@ -329,16 +327,16 @@ def complete_without_node(job_id: str, attempt: int, reason: str) -> str:
     except NodeJobError as exc:
         _fail(job, attempt, exc.code, exc.message)
         return "failed"
-    regions = get_vad().speech_regions(audio.samples, pad_ms=settings.DIARIZE_VAD_PAD_MS)
+    regions, _ = get_speech_detector().regions(audio.samples)
     segments = [
         {
-            "start": round(r.start / 16_000, 3),
-            "end": round(r.end / 16_000, 3),
+            "start": round(start / 16_000, 3),
+            "end": round(end / 16_000, 3),
             "speaker_label": None,
             "confidence": None,
             "unlabelled_reason": "diarization_unavailable",
         }
-        for r in regions
+        for start, end in regions
     ]
     warning = _warning("diarization_unavailable", messages.get(reason, reason))
     body = {

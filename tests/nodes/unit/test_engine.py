@@ -90,3 +90,18 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(EngineUnavailable, match="cannot load embedding model"):
         load_engine(str(broken))
+
+
+def test_both_engines_embed_many_spans_at_once(local_checkpoint):
+    """Diarization embeds thousands of windows per job in batched passes."""
+    samples = audio.sample()
+    spans = [(0, 24_000), (16_000, 40_000), (100_000, 108_000)]  # the last one is shorter
+    for engine in (load_engine("resemblyzer"), load_engine(str(local_checkpoint))):
+        vectors = engine.embed_spans(samples, spans)
+        assert vectors.shape == (3, engine.dimension)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert engine.embed_spans(samples, []).shape == (0, engine.dimension)
+    resemblyzer = load_engine("resemblyzer")
+    # A span embedded alone or in a batch is the same window.
+    alone = resemblyzer.embed_spans(samples, spans[:1])[0]
+    assert float(alone @ resemblyzer.embed_spans(samples, spans)[0]) == pytest.approx(1.0, abs=1e-4)
