@@ -54,7 +54,13 @@ GAP_S = 0.8  # silence between turns of the scripted conversation
 def conversation(
     speakers: dict[str, list[np.ndarray]], seconds: float, seed: int = 0
 ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
-    """Turns of 3-8 s from the speakers' held-out utterances, each speaker after another."""
+    """Turns of 3-8 s from the speakers' held-out utterances, each speaker after another.
+
+    The script holds each turn's speech as Silero finds it in the piece alone (a piece cut
+    from an utterance may begin or end in a pause).
+    """
+    from nodes.vad import get_vad
+
     rng = np.random.default_rng(seed)
     names = sorted(speakers)
     pieces, script, t, last = [], [], 0.0, ""
@@ -65,7 +71,9 @@ def conversation(
         start = rng.integers(0, max(1, len(utterance) - length))
         turn = utterance[start : start + length]
         pieces += [turn, np.zeros(int(GAP_S * RATE), dtype=np.float32)]
-        script.append((t, t + len(turn) / RATE, name))
+        speech = get_vad().speech_regions(turn)
+        if speech:
+            script.append((t + speech[0].start / RATE, t + speech[-1].end / RATE, name))
         t += len(turn) / RATE + GAP_S
         last = name
     audio = np.concatenate(pieces)[: int(seconds * RATE)]
