@@ -160,7 +160,7 @@ CELERY_TASK_ROUTES = {
     "enrollment.tasks.*": {"queue": "orchestrator"},
     "diarization.tasks.complete_without_node": {"queue": "orchestrator"},
     "diarization.tasks.deliver_webhook": {"queue": "orchestrator"},
-    "diarization.tasks.redispatch_stalled_jobs": {"queue": "orchestrator"},
+    "diarization.tasks.recover_stalled_jobs": {"queue": "orchestrator"},
 }
 
 # --- Blob store ---------------------------------------------------------------
@@ -233,13 +233,21 @@ DIARIZE_SEGMENTATION_MODEL = env_str("DIARIZE_SEGMENTATION_MODEL", "")
 # Real-time factor used for a job's estimated_time (measured by bench/diarize.py).
 DIARIZE_ESTIMATED_RTF = env_float("DIARIZE_ESTIMATED_RTF", 0.05)
 DIARIZE_TASK_MAX_RETRIES = env_int("DIARIZE_TASK_MAX_RETRIES", 2)
+# A job that took this many attempts (nodes that died under it) completes without labels.
+DIARIZE_MAX_ATTEMPTS = env_int("DIARIZE_MAX_ATTEMPTS", 3)
+# A node silent this long loses its jobs to another node.
+DIARIZE_NODE_GRACE_S = env_float("DIARIZE_NODE_GRACE_S", 20.0)
+# A job still pending this long after its dispatch has its message sent again; a finished
+# job's webhook never tried by then is sent.
+DIARIZE_REQUEUE_AFTER_S = env_float("DIARIZE_REQUEUE_AFTER_S", 300.0)
 # Keep a job's uploaded audio after the job finished (default: deleted at once).
 DIARIZE_KEEP_AUDIO = env_bool("DIARIZE_KEEP_AUDIO", False)
 DIARIZE_RECONCILE_INTERVAL_S = env_float("DIARIZE_RECONCILE_INTERVAL_S", 10.0)
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 10.0)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
 WEBHOOK_BACKOFF_S = env_float("WEBHOOK_BACKOFF_S", 5.0)
-WEBHOOK_MAX_BACKOFF_S = env_float("WEBHOOK_MAX_BACKOFF_S", 600.0)
+# Kept well under CELERY_VISIBILITY_TIMEOUT_S, or a delayed retry could be delivered twice.
+WEBHOOK_MAX_BACKOFF_S = env_float("WEBHOOK_MAX_BACKOFF_S", 300.0)
 # Webhooks to private, loopback or link-local addresses are refused unless this is set.
 WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
 # Streaming: silence that ends a turn, the longest turn before a delta is forced, and the
@@ -249,10 +257,11 @@ STREAM_MAX_TURN_S = env_float("STREAM_MAX_TURN_S", 10.0)
 STREAM_CLUSTER_THRESHOLD = env_float("STREAM_CLUSTER_THRESHOLD", 0.80)
 STREAM_BACKEND_NAME = env_str("STREAM_BACKEND_NAME", "A")
 STREAM_MAX_SESSION_S = env_float("STREAM_MAX_SESSION_S", 4 * 3600.0)
+STREAM_MAX_FRAME_BYTES = env_int("STREAM_MAX_FRAME_BYTES", 1024 * 1024)
 
 CELERY_BEAT_SCHEDULE = {
-    "redispatch-stalled-diarizations": {
-        "task": "diarization.tasks.redispatch_stalled_jobs",
+    "recover-stalled-diarizations": {
+        "task": "diarization.tasks.recover_stalled_jobs",
         "schedule": DIARIZE_RECONCILE_INTERVAL_S,
     },
     "reconcile-node-assignments": {

@@ -35,6 +35,7 @@ CLOSE_CODES = {
     "unsupported_media_type": 4415,
     "malformed_audio": 4400,
     "session_too_long": 4413,
+    "frame_too_large": 4413,
     "internal_error": 1011,
 }
 
@@ -146,6 +147,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _audio(self, data: bytes) -> None:
         if self.diarizer is None or self.decoder is None:
             raise StreamError("protocol_error", "Send an open frame before audio.")
+        if len(data) > settings.STREAM_MAX_FRAME_BYTES:
+            raise StreamError(
+                "frame_too_large",
+                f"Binary frames carry at most {settings.STREAM_MAX_FRAME_BYTES} bytes.",
+            )
         samples = await _in_thread(self.decoder.decode)(data)
         if self.diarizer.received_s + len(samples) / 16_000 > settings.STREAM_MAX_SESSION_S:
             raise StreamError(

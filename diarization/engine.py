@@ -3,7 +3,7 @@
 The pipeline is built from pyannote.audio's pieces: speech regions come from Silero VAD (or
 a pyannote segmentation checkpoint, see ``diarization.segmentation``), speaker embeddings
 from the node's engine over sliding windows, the result is a ``pyannote.core.Annotation``.
-Windows are clustered (agglomerative, average linkage on cosine distance); each cluster's
+Windows are clustered (spectral clustering of their cosine affinities); each cluster's
 centroid is then compared with the tenant's enrolled voiceprints. A cluster that matches an
 enrolled speaker above the threshold carries that speaker's id; the others get ``spk_N`` in
 order of first appearance. Overlapped speech, and turns whose stretch of one voice (short
@@ -30,8 +30,8 @@ WINDOW_S = 1.5
 HOP_S = 0.75
 # Speech shorter than this has no embedding of its own; it takes its neighbour's cluster.
 MIN_EMBED_S = 0.4
-# Above this many windows, linkage runs on an even subset and the rest join the nearest centroid.
-MAX_LINKAGE_WINDOWS = 4000
+# Above this many windows, clustering runs on an even subset; the rest join the nearest centroid.
+MAX_CLUSTERED_WINDOWS = 4000
 # Clusters holding less speech than this are noise of the clustering: merged into the nearest.
 MIN_CLUSTER_S = 2.0
 MAX_SPEAKERS = 20
@@ -77,6 +77,10 @@ class EnrolledGallery:
             return np.zeros((len(vectors), 0), dtype=np.float32)
         return np.asarray(vectors, dtype=np.float32) @ self.matrix.T
 
+    def without(self, speaker_ids: set[str]) -> EnrolledGallery:
+        keep = [i for i, s in enumerate(self.speaker_ids) if s not in speaker_ids]
+        return EnrolledGallery([self.speaker_ids[i] for i in keep], self.matrix[keep])
+
     def top_two(self, vectors: np.ndarray) -> list[tuple[int, float, float]]:
         """Per vector: index of the best enrolled speaker, its score, the second-best score."""
         if not len(self):
@@ -116,7 +120,6 @@ class Diarization:
     duration_s: float
     turns: list[Turn]
     centroids: np.ndarray
-    cluster_speech_s: dict[int, float]
     frame_confidence: np.ndarray | None
     identified: dict[int, Identification] = field(default_factory=dict)
     cluster_labels: dict[int, str] = field(default_factory=dict)
@@ -138,9 +141,11 @@ class Diarization:
             if turn.cluster not in self.identified and turn.cluster not in self.cluster_labels:
                 self.cluster_labels[turn.cluster] = f"spk_{len(self.cluster_labels)}"
 
-    @property
-    def matched_speaker_ids(self) -> list[str]:
-        return sorted({who.speaker_id for who in self.identified.values()})
+    def labelled_speaker_ids(self, min_label_s: float) -> list[str]:
+        """Enrolled speakers that label at least one turn (a match on too little speech is
+        not a use of the voiceprint, and is not reported)."""
+        labels = {self.label_of(turn, min_label_s) for turn in self.turns}
+        return sorted({w.speaker_id for w in self.identified.values()} & labels)
 
     def label_of(self, turn: Turn, min_label_s: float) -> str | None:
         who = self.identified.get(turn.cluster)
@@ -159,24 +164,21 @@ class Diarization:
         return annotation
 
 
-def speech_spans(regions: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[int]]:
-    """Sliding windows over each speech region; returns the spans and each span's region."""
+def speech_spans(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sliding windows over each speech region."""
     width, hop, shortest = (int(s * SAMPLE_RATE) for s in (WINDOW_S, HOP_S, MIN_EMBED_S))
     spans: list[tuple[int, int]] = []
-    owners: list[int] = []
-    for index, (start, end) in enumerate(regions):
+    for start, end in regions:
         if end - start < shortest:
             continue
         if end - start <= width:
             spans.append((start, end))
-            owners.append(index)
             continue
         starts = list(range(start, end - width + 1, hop))
         if starts[-1] + width < end:
             starts.append(end - width)
         spans.extend((s, s + width) for s in starts)
-        owners.extend([index] * len(starts))
-    return spans, owners
+    return spans
 
 
 def cluster_windows(
@@ -189,11 +191,11 @@ def cluster_windows(
     eigengap; then clusters whose centroids are still alike are merged.
     """
     n = len(embeddings)
-    if n <= 2 and not options.num_speakers:
+    if n <= 1 or (n == 2 and not options.num_speakers):
         return np.zeros(n, dtype=int)
     subset = np.arange(n)
-    if n > MAX_LINKAGE_WINDOWS:
-        subset = np.linspace(0, n - 1, MAX_LINKAGE_WINDOWS).astype(int)
+    if n > MAX_CLUSTERED_WINDOWS:
+        subset = np.linspace(0, n - 1, MAX_CLUSTERED_WINDOWS).astype(int)
     wanted_max = min(options.num_speakers or options.max_speakers or MAX_SPEAKERS, len(subset) - 1)
     wanted_min = min(options.num_speakers or options.min_speakers or 1, wanted_max)
     labels = _spectral(embeddings[subset], wanted_min, wanted_max, options.affinity_pruning)
@@ -348,7 +350,7 @@ def diarize(
     """Diarizes 16 kHz mono ``samples`` whose speech lies in ``regions`` (sample ranges)."""
     duration_s = len(samples) / SAMPLE_RATE
     frames = int(np.ceil(duration_s / FRAME_S))
-    spans, _ = speech_spans(regions)
+    spans = speech_spans(regions)
     embeddings = engine.embed_spans(samples, spans)
     weights = np.asarray([(e - s) / SAMPLE_RATE for s, e in spans], dtype=np.float32)
     assignment = cluster_windows(embeddings, weights, options)
@@ -359,7 +361,7 @@ def diarize(
         speech[_frame(start) : max(_frame(start) + 1, _frame(end))] = True
     if not clusters:
         empty = np.zeros((0, engine.dimension), dtype=np.float32)
-        return Diarization(duration_s, [], empty, {}, _frame_scores(frames, options))
+        return Diarization(duration_s, [], empty, _frame_scores(frames, options))
 
     centroids = _centroids(embeddings, assignment, clusters)
     similarity = embeddings @ centroids.T
@@ -392,11 +394,8 @@ def diarize(
         overlapped[_frame(start) : _frame(end)] = True
     turns = _turns(winner, speech, frame_conf, overlapped)
 
-    cluster_speech = {
-        c: round(sum(t.end - t.start for t in turns if t.cluster == c), 3) for c in clusters
-    }
     scores = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
-    diarization = Diarization(duration_s, turns, centroids, cluster_speech, scores)
+    diarization = Diarization(duration_s, turns, centroids, scores)
     diarization.identify(gallery, options)
     return diarization
 
@@ -494,20 +493,24 @@ def as_result(
         if label is None:
             segment["unlabelled_reason"] = "overlap" if turn.overlapped else "too_short"
         segments.append(segment)
-    speakers: dict[str, dict[str, Any]] = {}
-    for cluster, speech_s in diarization.cluster_speech_s.items():
-        who = diarization.identified.get(cluster)
-        label = who.speaker_id if who else diarization.cluster_labels.get(cluster)
-        if label is None:
+    # Only voices that label at least one segment are reported.
+    speech: dict[str, float] = {}
+    for segment in segments:
+        if segment["speaker_label"] is not None:
+            label = segment["speaker_label"]
+            speech[label] = speech.get(label, 0.0) + segment["end"] - segment["start"]
+    speakers: dict[str, dict[str, Any]] = {
+        label: {"speaker_label": label, "enrolled": False, "speech_s": round(total, 3)}
+        for label, total in speech.items()
+    }
+    for who in diarization.identified.values():
+        entry = speakers.get(who.speaker_id)
+        if entry is None:
             continue
-        entry = speakers.setdefault(
-            label,
-            {"speaker_label": label, "enrolled": who is not None, "speech_s": 0.0},
-        )
-        entry["speech_s"] = round(entry["speech_s"] + speech_s, 3)
-        if who is not None:
-            entry["display_name"] = display_names.get(who.speaker_id, "")
-            entry["score"] = round(max(entry.get("score", -1.0), who.score), 4)
+        entry["enrolled"] = True
+        entry["display_name"] = display_names.get(who.speaker_id, "")
+        if who.score > entry.get("score", -1.0):
+            entry["score"] = round(who.score, 4)
             entry["second_best_score"] = who.second_best_score
     result: dict[str, Any] = {
         "duration": round(diarization.duration_s, 3),

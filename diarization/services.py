@@ -8,12 +8,13 @@ import logging
 import random
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from audit.services import record_event
@@ -32,6 +33,7 @@ from enrollment.blobs import BlobStoreError, get_blob_store, sha256_hex
 from enrollment.errors import ServiceError, UploadTooLarge
 from enrollment.models import EnrollmentStatus, Scope, Speaker, Tenant
 from nodes import registry
+from nodes.models import Node
 from nodes.runtime import NodeRuntime, node_queue
 
 if TYPE_CHECKING:
@@ -53,6 +55,11 @@ class AudioUnusable(ServiceError):
 class JobNotFinished(ServiceError):
     status_code = 409
     code = "job_not_finished"
+
+
+class JobFailed(ServiceError):
+    status_code = 409
+    code = "job_failed"
 
 
 class BlobStoreUnavailable(ServiceError):
@@ -105,7 +112,9 @@ def estimated_time_s(duration_s: float) -> int:
 def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile) -> DiarizationJob:
     """Checks the audio, stores it, records the job and, on commit, sends it to a node.
 
-    Nothing is kept when any step fails: the blob is removed if the row cannot be written.
+    Nothing is kept when a step before the commit fails: the blob is removed if the row
+    cannot be written. Once committed, the job is kept even if the message cannot leave
+    (the periodic recovery sends it again).
     """
     if audio.size is not None and audio.size > settings.DIARIZE_MAX_UPLOAD_BYTES:
         raise UploadTooLarge(
@@ -167,8 +176,11 @@ def _job_options(options: DiarizationOptions) -> dict[str, Any]:
 
 
 def _decode(data: bytes) -> DecodedAudio:
+    # Checked and measured only: the node decodes it again, so the API keeps no samples.
     try:
-        return decode_audio(io.BytesIO(data), max_duration_s=settings.DIARIZE_MAX_DURATION_S)
+        return decode_audio(
+            io.BytesIO(data), max_duration_s=settings.DIARIZE_MAX_DURATION_S, keep_samples=False
+        )
     except AudioRejected as rejected:
         raise AudioUnusable(
             rejected.message,
@@ -187,25 +199,36 @@ def dispatch(job: DiarizationJob) -> None:
     """Sends the job's next attempt to the least busy live node, or completes it without one.
 
     Must run inside a transaction: the message leaves only when the attempt is committed.
+    After DIARIZE_MAX_ATTEMPTS attempts (a job that keeps killing nodes) it completes
+    without labels.
     """
     candidates = registry.candidate_node_ids()
-    node_id = _least_busy(candidates) if candidates else ""
+    if job.attempt >= settings.DIARIZE_MAX_ATTEMPTS:
+        candidates = []
     job.attempt += 1
-    job.node_id = node_id
+    job.node_id = _least_busy(candidates) if candidates else ""
     job.dispatched_at = timezone.now()
     job.status = JobStatus.PENDING
     job.save(update_fields=["attempt", "node_id", "dispatched_at", "status"])
-    job_id, attempt = str(job.id), job.attempt
+    reason = "no_node_online" if job.attempt == 1 else "node_failed"
+    job_id, attempt, node_id = str(job.id), job.attempt, job.node_id
+    # Robust: a broker failure after the commit must not undo the committed job; the periodic
+    # recovery sends the message again.
+    transaction.on_commit(lambda: _send(job_id, attempt, node_id, reason), robust=True)
 
-    def send() -> None:
-        from config.celery import app
 
-        if node_id:
-            app.send_task(RUN_TASK, args=[job_id, attempt], queue=node_queue(node_id))
-        else:
-            app.send_task(DEGRADE_TASK, args=[job_id, attempt, "no_node_online"])
+def _send(job_id: str, attempt: int, node_id: str, reason: str) -> None:
+    from config.celery import app
 
-    transaction.on_commit(send)
+    if node_id:
+        app.send_task(RUN_TASK, args=[job_id, attempt], queue=node_queue(node_id))
+    else:
+        app.send_task(DEGRADE_TASK, args=[job_id, attempt, reason])
+
+
+def hand_to_orchestrator(job_id: str, attempt: int) -> None:
+    """The node gave up on the job: the orchestrator completes it without labels."""
+    _send(job_id, attempt, "", "node_failed")
 
 
 def _least_busy(candidates: list[str]) -> str:
@@ -219,33 +242,76 @@ def _least_busy(candidates: list[str]) -> str:
     return random.choice([n for n in candidates if busy.get(n, 0) == fewest])
 
 
-def redispatch_stalled_jobs() -> list[str]:
-    """Jobs whose node is no longer alive get a new attempt elsewhere (or complete without)."""
+@dataclass(frozen=True)
+class Recovery:
+    redispatched: list[str]
+    resent: list[str]
+    webhooks: list[str]
+
+
+def recover_stalled_jobs() -> Recovery:
+    """The periodic safety net: nothing accepted is lost.
+
+    - a job whose node stopped heartbeating (for DIARIZE_NODE_GRACE_S) gets a new attempt on
+      another node, or completes without labels;
+    - a job still pending DIARIZE_REQUEUE_AFTER_S after its dispatch (its message was lost)
+      has the same attempt sent again (a duplicate is ignored by attempt number);
+    - a job running far longer than its estimate (a hung node) gets a new attempt;
+    - a finished job whose webhook was never tried has it sent.
+    """
+    now = timezone.now()
     candidates = registry.candidate_node_ids()
-    stalled = DiarizationJob.objects.filter(status__in=UNFINISHED).filter(
-        ~Q(node_id__in=candidates) & ~Q(node_id="")
-    )
-    moved = []
-    for job_id in stalled.values_list("id", flat=True):
+    gone = set(
+        Node.objects.filter(
+            last_seen_at__lte=now - timedelta(seconds=settings.DIARIZE_NODE_GRACE_S)
+        ).values_list("node_id", flat=True)
+    ) - set(candidates)
+    stuck = {
+        (job_id, attempt): node_id
+        for job_id, attempt, node_id, started_at, estimate in DiarizationJob.objects.filter(
+            status=JobStatus.RUNNING
+        ).values_list("id", "attempt", "node_id", "started_at", "estimated_time_s")
+        if started_at is not None
+        and now - started_at > timedelta(seconds=10 * estimate + settings.DIARIZE_REQUEUE_AFTER_S)
+    }
+    orphaned = DiarizationJob.objects.filter(status__in=UNFINISHED, node_id__in=gone)
+    redispatched = []
+    for job_id, attempt in [*orphaned.values_list("id", "attempt"), *stuck]:
         with transaction.atomic():
             job = (
                 DiarizationJob.objects.select_for_update()
-                .filter(id=job_id, status__in=UNFINISHED)
+                .filter(id=job_id, attempt=attempt, status__in=UNFINISHED)
                 .first()
             )
-            if job is None or job.node_id in candidates:
+            if job is None:
                 continue
-            logger.warning("diarization %s: node %s is gone, re-dispatching", job.id, job.node_id)
-            job.warnings = [
-                *job.warnings,
-                _warning(
-                    "node_lost", f"Node {job.node_id} stopped during the job; it was sent again."
-                ),
-            ]
+            if job.node_id in gone:
+                code, message = "node_lost", f"Node {job.node_id} stopped during the job"
+            else:
+                code, message = "node_timeout", f"Node {job.node_id or 'orchestrator'} overran"
+            logger.warning("diarization %s: %s, re-dispatching", job.id, message)
+            job.warnings = [*job.warnings, _warning(code, f"{message}; it was sent again.")]
             job.save(update_fields=["warnings"])
             dispatch(job)
-            moved.append(str(job.id))
-    return moved
+            redispatched.append(str(job.id))
+    lost = DiarizationJob.objects.filter(
+        status=JobStatus.PENDING,
+        dispatched_at__lte=now - timedelta(seconds=settings.DIARIZE_REQUEUE_AFTER_S),
+    ).exclude(node_id__in=gone)
+    resent = []
+    for job_id, attempt, node_id in lost.values_list("id", "attempt", "node_id"):
+        DiarizationJob.objects.filter(id=job_id, attempt=attempt).update(dispatched_at=now)
+        _send(str(job_id), attempt, node_id, "no_node_online" if attempt == 1 else "node_failed")
+        resent.append(str(job_id))
+    unsent = DiarizationJob.objects.filter(
+        webhook_state=WebhookState.PENDING,
+        webhook_attempts=0,
+        completed_at__lte=now - timedelta(seconds=settings.DIARIZE_REQUEUE_AFTER_S),
+    ).values_list("id", flat=True)
+    webhooks = [str(job_id) for job_id in unsent]
+    for webhook_job in webhooks:
+        _send_webhook(webhook_job)
+    return Recovery(redispatched, resent, webhooks)
 
 
 # --- the work (node side, and the orchestrator's degraded path) ----------------------------
@@ -273,19 +339,18 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
     gallery = _gallery_for(runtime, str(job.tenant_id))
     result = diarize(audio.samples, regions, runtime.engine, gallery, options, overlap=overlap)
     # The node's gallery may still hold a speaker erased a moment ago: check the matches
-    # against the tombstones, drop the erased ones and match again without them.
-    erased = _not_live(result.matched_speaker_ids)
-    while erased:
+    # against the tombstones, evict the erased ones, and match again without every speaker
+    # that is not ready. (_complete checks once more, under the speakers' row locks.)
+    excluded: set[str] = set()
+    while not_ready := _not_ready(result.labelled_speaker_ids(options.min_label_s)):
         from nodes.services import evict_here
 
-        for speaker_id in erased:
+        for speaker_id in _erased(not_ready):
             evict_here(runtime, speaker_id)
-        gallery = _gallery_for(runtime, str(job.tenant_id))
-        result.identify(gallery, options)
-        erased = _not_live(result.matched_speaker_ids)
-    names = dict(
-        Speaker.objects.filter(id__in=result.matched_speaker_ids).values_list("id", "display_name")
-    )
+        excluded.update(not_ready)
+        result.identify(_gallery_for(runtime, str(job.tenant_id)).without(excluded), options)
+    matched = result.labelled_speaker_ids(options.min_label_s)
+    names = dict(Speaker.objects.filter(id__in=matched).values_list("id", "display_name"))
     body = as_result(
         result,
         options,
@@ -300,7 +365,7 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
             },
         },
     )
-    _complete(job, attempt, body, matched=result.matched_speaker_ids, actor=runtime.node_id)
+    _complete(job, attempt, body, matched=matched, actor=runtime.node_id)
     return "succeeded"
 
 
@@ -325,6 +390,8 @@ def complete_without_node(job_id: str, attempt: int, reason: str) -> str:
     try:
         audio = _load_audio(job)
     except NodeJobError as exc:
+        if not exc.permanent:
+            raise  # the task retries a blob store outage
         _fail(job, attempt, exc.code, exc.message)
         return "failed"
     regions, _ = get_speech_detector().regions(audio.samples)
@@ -377,16 +444,23 @@ def _gallery_for(runtime: NodeRuntime, tenant_id: str) -> EnrolledGallery:
     return runtime.gallery.matrix_for(tenant_id, runtime.engine.model_id)
 
 
-def _not_live(speaker_ids: list[str]) -> list[str]:
+def _not_ready(speaker_ids: list[str]) -> set[str]:
     if not speaker_ids:
-        return []
-    live = {
-        str(s)
-        for s in Speaker.objects.filter(
-            id__in=speaker_ids, enrollment_status=EnrollmentStatus.READY
-        ).values_list("id", flat=True)
-    }
-    return [s for s in speaker_ids if s not in live]
+        return set()
+    ready = Speaker.objects.filter(id__in=speaker_ids, enrollment_status=EnrollmentStatus.READY)
+    return set(speaker_ids) - {str(s) for s in ready.values_list("id", flat=True)}
+
+
+def _erased(speaker_ids: set[str]) -> set[str]:
+    """Of these, the erased ones (tombstoned, or gone): a node must not keep holding them."""
+    kept = Speaker.objects.filter(id__in=speaker_ids).exclude(
+        enrollment_status=EnrollmentStatus.EVICTED
+    )
+    return speaker_ids - {str(s) for s in kept.values_list("id", flat=True)}
+
+
+class SpeakerErasedMeanwhile(Exception):
+    """A matched speaker was erased while the job ran; the task runs the job again."""
 
 
 def _warning(code: str, message: str) -> dict[str, str]:
@@ -400,6 +474,13 @@ def _complete(
     warnings = [*job.warnings, *body.get("warnings", [])]
     body["warnings"] = warnings
     with transaction.atomic():
+        # The same row locks an erasure takes: it is either fully before (and the job runs
+        # again without that speaker) or fully after this result is written.
+        live = Speaker.objects.select_for_update().filter(
+            id__in=matched, enrollment_status=EnrollmentStatus.READY
+        )
+        if len(live) != len(matched):
+            raise SpeakerErasedMeanwhile(str(job.id))
         done = DiarizationJob.objects.filter(
             id=job.id, attempt=attempt, status__in=UNFINISHED
         ).update(status=JobStatus.SUCCEEDED, result=body, warnings=warnings, completed_at=now)
@@ -415,10 +496,10 @@ def _complete(
             details={
                 "job_id": str(job.id),
                 "matched_speaker_ids": matched,
-                "degraded": bool(body.get("warnings")),
+                "diarized": all(w["code"] != "diarization_unavailable" for w in warnings),
             },
         )
-        transaction.on_commit(lambda: _after_finish(str(job.id)))
+        transaction.on_commit(lambda: _after_finish(str(job.id)), robust=True)
 
 
 def _fail(job: DiarizationJob, attempt: int, code: str, message: str) -> None:
@@ -431,13 +512,13 @@ def _fail(job: DiarizationJob, attempt: int, code: str, message: str) -> None:
             completed_at=timezone.now(),
         )
         if done:
-            transaction.on_commit(lambda: _after_finish(str(job.id)))
-
-
-def fail_job(job_id: str, attempt: int, code: str, message: str) -> None:
-    job = DiarizationJob.objects.filter(id=job_id).first()
-    if job is not None:
-        _fail(job, attempt, code, message)
+            record_event(
+                "diarization.failed",
+                actor="orchestrator",
+                tenant_id=str(job.tenant_id),
+                details={"job_id": str(job.id), "error": {"code": code, "message": message}},
+            )
+            transaction.on_commit(lambda: _after_finish(str(job.id)), robust=True)
 
 
 def _after_finish(job_id: str) -> None:
@@ -450,9 +531,13 @@ def _after_finish(job_id: str) -> None:
         except BlobStoreError:
             logger.exception("diarization %s: could not delete its audio yet", job_id)
     if job.webhook_state == WebhookState.PENDING:
-        from config.celery import app
+        _send_webhook(job_id)
 
-        app.send_task(WEBHOOK_TASK, args=[job_id])
+
+def _send_webhook(job_id: str) -> None:
+    from config.celery import app
+
+    app.send_task(WEBHOOK_TASK, args=[job_id])
 
 
 def delete_finished_audio() -> int:

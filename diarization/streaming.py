@@ -219,6 +219,8 @@ class StreamDiarizer:
         self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
         deltas: list[Delta] = []
         usable = len(self._pending) - len(self._pending) % VAD_CHUNK
+        # Appended once per frame, not per VAD chunk: the buffer copy stays linear.
+        self._audio = np.concatenate([self._audio, self._pending[:usable]])
         for offset in range(0, usable, VAD_CHUNK):
             deltas.extend(self._step(self._pending[offset : offset + VAD_CHUNK]))
         self._pending = self._pending[usable:]
@@ -232,6 +234,7 @@ class StreamDiarizer:
             chunk = np.zeros(VAD_CHUNK, dtype=np.float32)
             chunk[: len(self._pending)] = self._pending
             self._pending = np.zeros(0, dtype=np.float32)
+            self._audio = np.concatenate([self._audio, chunk])
             deltas.extend(self._step(chunk))
         if self._turn_start is not None:
             deltas.extend(self._decide(self._turn_start, self._received))
@@ -239,7 +242,7 @@ class StreamDiarizer:
         return deltas
 
     def _step(self, chunk: np.ndarray) -> list[Delta]:
-        self._audio = np.concatenate([self._audio, chunk])
+        """One VAD chunk, already appended to the buffer."""
         self._position += len(chunk)
         with torch.inference_mode():
             event = self._vad(torch.from_numpy(chunk))

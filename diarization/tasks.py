@@ -28,13 +28,26 @@ def run_job(self: Task, job_id: str, attempt: int) -> str:
         if permanent or self.request.retries >= settings.DIARIZE_TASK_MAX_RETRIES:
             logger.exception("diarization %s failed on node %s", job_id, runtime.node_id)
             # The caller still gets the speech without labels, and a warning saying why.
-            return services.complete_without_node(job_id, attempt, "node_failed")
+            services.hand_to_orchestrator(job_id, attempt)
+            return "handed over"
         raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
 
 
-@shared_task(name=services.DEGRADE_TASK, acks_late=True, reject_on_worker_lost=True)
-def complete_without_node(job_id: str, attempt: int, reason: str) -> str:
-    return services.complete_without_node(job_id, attempt, reason)
+@shared_task(
+    name=services.DEGRADE_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def complete_without_node(self: Task, job_id: str, attempt: int, reason: str) -> str:
+    try:
+        return services.complete_without_node(job_id, attempt, reason)
+    except services.StaleAttempt:
+        return "skipped"
+    except Exception as exc:
+        # A database or blob store blip: the caller is owed a result, so keep trying.
+        raise self.retry(exc=exc, countdown=retry_delay_s(min(self.request.retries, 5))) from exc
 
 
 @shared_task(name=services.WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
@@ -45,6 +58,12 @@ def deliver_webhook(self: Task, job_id: str) -> str:
         raise self.retry(countdown=retry.countdown_s) from retry
 
 
-@shared_task(name="diarization.tasks.redispatch_stalled_jobs", acks_late=True)
-def redispatch_stalled_jobs() -> int:
-    return len(services.redispatch_stalled_jobs()) + services.delete_finished_audio()
+@shared_task(name="diarization.tasks.recover_stalled_jobs", acks_late=True)
+def recover_stalled_jobs() -> dict[str, int]:
+    recovery = services.recover_stalled_jobs()
+    return {
+        "redispatched": len(recovery.redispatched),
+        "resent": len(recovery.resent),
+        "webhooks": len(recovery.webhooks),
+        "audio_deleted": services.delete_finished_audio(),
+    }

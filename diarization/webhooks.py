@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import socket
 import time
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -32,23 +31,25 @@ class DeliveryFailed(Exception):
     pass
 
 
-def check_webhook_url(url: str) -> None:
-    """Refuses URLs that are not http(s) or that point into private networks (SSRF)."""
+def check_webhook_url(url: str) -> str:
+    """Refuses URLs that are not http(s) or that point into private networks (SSRF).
+
+    Returns the address to connect to: the delivery goes to the address checked here, so a
+    DNS answer that changes in between (rebinding) cannot redirect it.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookNotAllowed("The webhook must be an http:// or https:// URL with a host.")
-    if settings.WEBHOOK_ALLOW_PRIVATE_HOSTS:
-        return
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, None)}
-    except socket.gaierror as exc:
+        addresses = [info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)]
+    except (OSError, UnicodeError, ValueError) as exc:
         raise WebhookNotAllowed(f"The webhook host {parts.hostname!r} does not resolve.") from exc
-    for address in addresses:
-        ip = ipaddress.ip_address(str(address).split("%")[0])
-        if not ip.is_global:
-            raise WebhookNotAllowed(
-                f"The webhook host {parts.hostname!r} is a private or local address ({ip})."
-            )
+    ips = [ipaddress.ip_address(str(address).split("%")[0]) for address in addresses]
+    if not settings.WEBHOOK_ALLOW_PRIVATE_HOSTS and not all(ip.is_global for ip in ips):
+        raise WebhookNotAllowed(
+            f"The webhook host {parts.hostname!r} is a private, loopback or link-local address."
+        )
+    return str(ips[0])
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -70,23 +71,46 @@ def verify(secret: str, body: bytes, header: str, tolerance_s: float = 300.0) ->
 
 
 def post(url: str, body: bytes, secret: str, delivery_id: str) -> int:
-    """POSTs once; returns the HTTP status, raises DeliveryFailed on anything but 2xx."""
-    check_webhook_url(url)
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "scaiecho-webhooks/1",
-            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
-            DELIVERY_HEADER: delivery_id,
-        },
-    )
+    """POSTs once to the checked address; returns the status, raises DeliveryFailed on
+    anything but 2xx. Redirects are not followed (they could lead anywhere) and no proxy
+    from the environment is used."""
+    address = check_webhook_url(url)
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = _PinnedHTTPSConnection(parts.hostname or "", port, address)
+    else:
+        connection = http.client.HTTPConnection(address, port, timeout=settings.WEBHOOK_TIMEOUT_S)
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    headers = {
+        "Host": parts.netloc.rsplit("@", 1)[-1],
+        "Content-Type": "application/json",
+        "User-Agent": "scaiecho-webhooks/1",
+        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+        DELIVERY_HEADER: delivery_id,
+    }
     try:
-        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_S) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        raise DeliveryFailed(f"HTTP {exc.code}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise DeliveryFailed(str(getattr(exc, "reason", exc))) from exc
+        connection.request("POST", path, body=body, headers=headers)
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        raise DeliveryFailed(str(exc) or type(exc).__name__) from exc
+    finally:
+        connection.close()
+    if not 200 <= status < 300:
+        raise DeliveryFailed(f"HTTP {status}")
+    return status
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to the address that was checked, with the URL's host name for SNI and the cert."""
+
+    def __init__(self, host: str, port: int, address: str):
+        super().__init__(host, port, timeout=settings.WEBHOOK_TIMEOUT_S)
+        self._address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]

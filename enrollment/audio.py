@@ -75,7 +75,11 @@ def _declared_duration(
     return None
 
 
-def decode_audio(source: BinaryIO, *, max_duration_s: float) -> DecodedAudio:
+def decode_audio(
+    source: BinaryIO, *, max_duration_s: float, keep_samples: bool = True
+) -> DecodedAudio:
+    """Decodes to 16 kHz mono float; ``keep_samples=False`` only checks and measures it
+    (``samples`` is then empty), so that validating hours of audio costs no memory."""
     container = _open(source)
     try:
         demuxer = container.format.name
@@ -99,9 +103,8 @@ def decode_audio(source: BinaryIO, *, max_duration_s: float) -> DecodedAudio:
                 measured=round(declared, 3),
                 threshold=max_duration_s,
             )
-        return _decode_stream(
-            container, stream, int(rate), SUPPORTED_CONTAINERS[demuxer], max_duration_s
-        )
+        fmt = SUPPORTED_CONTAINERS[demuxer]
+        return _decode_stream(container, stream, int(rate), fmt, max_duration_s, keep_samples)
     finally:
         container.close()
 
@@ -124,6 +127,7 @@ def _decode_stream(
     rate: int,
     fmt: str,
     max_duration_s: float,
+    keep_samples: bool = True,
 ) -> DecodedAudio:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=TARGET_SAMPLE_RATE)
     max_samples = int((max_duration_s + 1.0) * TARGET_SAMPLE_RATE)
@@ -137,7 +141,8 @@ def _decode_stream(
             clipped += frame_clipped
             measured += frame_size
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray()[0])
+                if keep_samples:
+                    chunks.append(out.to_ndarray()[0])
                 decoded += out.samples
             if decoded > max_samples:
                 raise AudioRejected(
@@ -147,10 +152,11 @@ def _decode_stream(
                     threshold=max_duration_s,
                 )
         for out in resampler.resample(None):
-            chunks.append(out.to_ndarray()[0])
+            if keep_samples:
+                chunks.append(out.to_ndarray()[0])
             decoded += out.samples
     except (av.error.FFmpegError, ValueError) as exc:
-        if not chunks:
+        if not decoded:
             raise AudioRejected(
                 "audio_undecodable", f"The audio could not be decoded ({exc.__class__.__name__})."
             ) from exc
@@ -158,7 +164,8 @@ def _decode_stream(
     if decoded == 0:
         raise AudioRejected("audio_undecodable", "The file contains no decodable audio samples.")
 
-    mono = np.concatenate(chunks).astype(np.float32, copy=False)
+    mono = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    mono = mono.astype(np.float32, copy=False)
     mono = np.clip(np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return DecodedAudio(
         format=fmt,

@@ -161,14 +161,15 @@ class PyannoteEngine(EmbeddingEngine):
         if not spans:
             return np.zeros((0, self.dimension), dtype=np.float32)
         width = max(end - start for start, end in spans)
-        batch = np.zeros((len(spans), 1, width), dtype=np.float32)
-        for row, (start, end) in enumerate(spans):
-            chunk = samples[start:end]
-            batch[row, 0, : len(chunk)] = chunk
         out = []
-        with torch.inference_mode():
-            for block in range(0, len(batch), SPAN_BATCH):
-                out.append(self._model(torch.from_numpy(batch[block : block + SPAN_BATCH])))
+        for block in range(0, len(spans), SPAN_BATCH):
+            rows = spans[block : block + SPAN_BATCH]
+            batch = np.zeros((len(rows), 1, width), dtype=np.float32)
+            for row, (start, end) in enumerate(rows):
+                chunk = samples[start:end]
+                batch[row, 0, : len(chunk)] = chunk
+            with torch.inference_mode():
+                out.append(self._model(torch.from_numpy(batch)))
         return _normalise(torch.cat(out).numpy())
 
 

@@ -18,7 +18,7 @@ from diarization.api.serializers import (
     ResultQuerySerializer,
 )
 from diarization.formats import FORMATS, render
-from diarization.models import DiarizationJob
+from diarization.models import DiarizationJob, JobStatus
 from enrollment.api.views import MULTIPART_OVERHEAD_BYTES, principal_of
 from enrollment.errors import UploadTooLarge
 from enrollment.models import Scope
@@ -99,6 +99,10 @@ class DiarizeResultView(APIView):
         query.is_valid(raise_exception=True)
         fmt = query.validated_data["format"]
         job = _job(request, job_id)
+        if job.status == JobStatus.FAILED:
+            raise services.JobFailed(
+                "The job failed; it has no result.", details={"error": job.error}
+            )
         if job.result is None:
             raise services.JobNotFinished(
                 f"The job is {job.status}; its result is not available.",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from audit.models import AuditEvent
@@ -18,6 +20,7 @@ from enrollment.models import EnrollmentStatus, Scope, Speaker
 from enrollment.services import webhook_secret
 from nodes import registry
 from nodes.engine import get_engine
+from nodes.models import Node
 from nodes.runtime import GalleryEntry, NodeRuntime
 from nodes.vad import get_vad, speech_only
 from tests import audio
@@ -122,7 +125,15 @@ def test_missing_audio_is_refused(api):
     assert "audio" in response.json()["error"]["fields"]
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/hook", "http://127.0.0.1:9/hook"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/hook",
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        f"http://{'ä' * 63}.com/hook",
+    ],
+)
 def test_webhooks_outside_public_http_are_refused(api, s3_blob_store, url):
     response = submit(api, webhook=url)
     assert response.status_code == 400
@@ -386,10 +397,114 @@ def test_an_old_signature_is_refused():
 
 
 def test_a_job_on_a_vanished_node_is_sent_again(api, queued, django_capture_on_commit_callbacks):
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Node.objects.create(
+        node_id="ghost",
+        engine="pyannote",
+        model_id="m",
+        model_version="v",
+        boot_id="b",
+        host="h",
+        pid=1,
+        booted_at=long_ago,
+        last_seen_at=long_ago,
+    )
     DiarizationJob.objects.filter(id=queued["id"]).update(node_id="ghost", status=JobStatus.RUNNING)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert services.redispatch_stalled_jobs() == [queued["id"]]
+        assert services.recover_stalled_jobs().redispatched == [queued["id"]]
     job = DiarizationJob.objects.get(id=queued["id"])
     assert job.attempt == 2 and job.node_id == "" and job.status == JobStatus.PENDING
     assert [w["code"] for w in job.warnings] == ["node_lost"]
     assert len(sent) == 1
+
+
+def test_a_job_whose_message_was_lost_is_sent_again(queued, settings, monkeypatch):
+    settings.DIARIZE_REQUEUE_AFTER_S = 0.0
+    sent = []
+    monkeypatch.setattr(services, "_send", lambda *args: sent.append(args))
+
+    assert services.recover_stalled_jobs().resent == [queued["id"]]
+    assert sent == [(queued["id"], 1, "", "no_node_online")]
+    assert DiarizationJob.objects.get(id=queued["id"]).attempt == 1
+
+
+def test_a_job_running_far_past_its_estimate_is_sent_again(
+    queued, settings, django_capture_on_commit_callbacks
+):
+    settings.DIARIZE_REQUEUE_AFTER_S = 0.0
+    DiarizationJob.objects.filter(id=queued["id"]).update(
+        status=JobStatus.RUNNING,
+        started_at=timezone.now() - timedelta(hours=1),
+        estimated_time_s=2,
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        assert services.recover_stalled_jobs().redispatched == [queued["id"]]
+    job = DiarizationJob.objects.get(id=queued["id"])
+    assert job.attempt == 2 and [w["code"] for w in job.warnings] == ["node_timeout"]
+
+
+def test_after_its_last_attempt_a_job_completes_without_a_node(
+    queued, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(registry, "candidate_node_ids", lambda: ["node-1"])
+    job = DiarizationJob.objects.get(id=queued["id"])
+    job.attempt = settings.DIARIZE_MAX_ATTEMPTS
+    with django_capture_on_commit_callbacks(execute=False):
+        services.dispatch(job)
+    assert job.node_id == "" and job.attempt == settings.DIARIZE_MAX_ATTEMPTS + 1
+
+
+def test_a_broker_failure_after_the_commit_keeps_the_job_and_its_audio(
+    api, s3_blob_store, monkeypatch, django_capture_on_commit_callbacks
+):
+    from config.celery import app
+
+    def broken(*args, **kwargs):
+        raise RedisConnectionError("broker gone")
+
+    monkeypatch.setattr(app, "send_task", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = submit(api)
+    assert response.status_code == 202
+    job = DiarizationJob.objects.get(id=response.json()["data"]["id"])
+    assert stored_keys(s3_blob_store) == [job.audio_blob_key]
+
+
+def test_a_webhook_never_tried_is_sent_by_the_recovery(
+    api, receiver, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    hook = receiver([200])
+    job = finished_job_with_webhook(api, hook.url, django_capture_on_commit_callbacks)
+    settings.DIARIZE_REQUEUE_AFTER_S = 0.0
+    sent = []
+    monkeypatch.setattr(services, "_send_webhook", sent.append)
+    assert services.recover_stalled_jobs().webhooks == [str(job.id)]
+    assert sent == [str(job.id)]
+
+
+def test_a_speaker_erased_while_the_job_ran_is_not_written(
+    tenant, queued, runtime, django_capture_on_commit_callbacks
+):
+    alice = speaker_with_gallery_entry(runtime, tenant, "Alice", [(10.6, 14.45)])
+    Speaker.objects.filter(id=alice.id).update(enrollment_status=EnrollmentStatus.EVICTED)
+    job = DiarizationJob.objects.get(id=queued["id"])
+    with pytest.raises(services.SpeakerErasedMeanwhile):
+        services._complete(job, 1, {"segments": []}, matched=[str(alice.id)], actor="n")
+    assert DiarizationJob.objects.get(id=job.id).status == JobStatus.PENDING
+
+
+def test_a_failed_job_answers_its_result_with_job_failed(api, queued):
+    DiarizationJob.objects.filter(id=queued["id"]).update(
+        status=JobStatus.FAILED, error={"code": "audio_hash_mismatch", "message": "changed"}
+    )
+    response = api.get(f"{DIARIZE}/{queued['id']}/result")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "job_failed"
+
+
+def test_a_redirecting_webhook_is_not_followed(api, receiver, django_capture_on_commit_callbacks):
+    hook = receiver([302])
+    job = finished_job_with_webhook(api, hook.url, django_capture_on_commit_callbacks)
+    with pytest.raises(services.WebhookRetry, match="HTTP 302"):
+        services.deliver_webhook(str(job.id))
+    assert len(hook.received) == 1

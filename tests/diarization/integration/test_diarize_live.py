@@ -173,7 +173,8 @@ def test_with_no_node_online_the_job_completes_without_labels(diarize_env, admin
     assert segments and all(s["speaker_label"] is None for s in segments)
 
 
-def test_a_node_killed_mid_job_loses_it_to_another_node(diarize_env, admin):
+def test_a_node_killed_mid_job_loses_it_to_another_node(diarize_env, admin, settings):
+    settings.DIARIZE_NODE_GRACE_S = 0.0
     diarize_env.start("node-a", "node-b")
     long_meeting = np.tile(audio.sample(), 12)  # 6 minutes
     job = submit(admin, long_meeting, num_speakers=2)
@@ -188,7 +189,7 @@ def test_a_node_killed_mid_job_loses_it_to_another_node(diarize_env, admin):
     from nodes import registry
 
     wait_for(lambda: owner not in registry.candidate_node_ids(), timeout_s=15, what="the heartbeat")
-    assert services.redispatch_stalled_jobs() == [job["id"]]
+    assert services.recover_stalled_jobs().redispatched == [job["id"]]
 
     body = finished(admin, job["id"], timeout_s=180)
     assert body["status"] == "succeeded"

@@ -610,3 +610,20 @@ def test_a_session_ended_by_an_error_still_records_its_matches(application, sett
     assert delta["speaker_label"] == str(alice.id)
     alice.refresh_from_db()
     assert alice.last_used_at is not None
+
+
+def test_an_oversized_frame_is_refused(application, settings):
+    settings.STREAM_MAX_FRAME_BYTES = 4096
+    _, raw_key = make_key(make_tenant())
+
+    async def scenario():
+        socket = Socket(application, bearer(raw_key))
+        await socket.connect()
+        await socket.send_json({"type": "open", "media_type": "audio/pcm"})
+        assert (await socket.receive())["type"] == "ready"
+        await socket.send_bytes(b"\x00" * 4097)
+        error = await expect_error(socket, "frame_too_large", 4413)
+        await socket.disconnect()
+        return error
+
+    assert "4096" in run(scenario)["message"]

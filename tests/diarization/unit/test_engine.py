@@ -84,10 +84,10 @@ def test_with_both_enrolled_the_sample_is_identified_within_15_percent_ier():
 
 
 def test_speaker_count_hints_are_obeyed():
-    assert len(run(num_speakers=1).cluster_speech_s) == 1
-    assert len(run(max_speakers=1).cluster_speech_s) == 1
-    assert len(run(min_speakers=3).cluster_speech_s) == 3
-    assert len(run(num_speakers=2).cluster_speech_s) == 2
+    assert len(run(num_speakers=1).centroids) == 1
+    assert len(run(max_speakers=1).centroids) == 1
+    assert len(run(min_speakers=3).centroids) == 3
+    assert len(run(num_speakers=2).centroids) == 2
 
 
 def test_a_threshold_above_every_score_labels_no_one():
@@ -151,7 +151,6 @@ def identified(turns: list[Turn]) -> Diarization:
         duration_s=10.0,
         turns=turns,
         centroids=np.zeros((1, 256), dtype=np.float32),
-        cluster_speech_s={0: sum(t.end - t.start for t in turns)},
         frame_confidence=None,
     )
     result.identified = {0: Identification("alice-id", 0.95, 0.6)}
@@ -199,3 +198,12 @@ def test_gallery_top_two_agrees_with_a_full_sort(size):
             assert second == pytest.approx(ranked[1], abs=1e-5)
         else:
             assert np.isnan(second)
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.6, 1.8])
+def test_a_speaker_count_hint_on_too_little_speech_does_not_fail(seconds):
+    samples = audio.clip([(10.6, 10.6 + seconds)]) if seconds else audio.silence(1.0)
+    found = get_vad().speech_regions(samples, pad_ms=100)
+    spans = [(r.start, r.end) for r in found]
+    result = diarize(samples, spans, get_engine(), None, DiarizationOptions(num_speakers=2))
+    assert len(result.centroids) <= 1
