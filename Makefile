@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format bench-enroll
+.PHONY: install browser run test test-fast lint format bench-enroll
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's Chromium for the console's browser tests (they are skipped without it).
+browser:
+	scripts/install-browser
 
 run: install
 	$(PY) manage.py run_service

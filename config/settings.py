@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "audit",
     "nodes",
     "diarization",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -91,6 +92,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:speakers"
+LOGOUT_REDIRECT_URL = "console:login"
 ASGI_APPLICATION = "config.asgi.application"
 
 TEMPLATES = [

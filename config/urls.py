@@ -10,4 +10,5 @@ urlpatterns = [
     path("v1/modules/scaiecho/", include("nodes.api.urls")),
     path("v1/modules/scaiecho/", include("audit.api.urls")),
     path("v1/modules/scaiecho/", include("diarization.api.urls")),
+    path("console/", include("console.urls")),
 ]

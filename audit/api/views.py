@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -21,46 +17,10 @@ from audit.api.serializers import (
     ConsentRecordSerializer,
     ErasureReceiptSerializer,
 )
+from audit.exports import export_response, in_chunks
 from audit.services import record_event, verify_chain
 from enrollment.api.pagination import DataPagination
 from enrollment.api.views import AUDIT, ENROLL, principal_of
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A cell a spreadsheet will show as text, never run as a formula."""
-    if isinstance(value, dict | list):
-        value = json.dumps(value, default=str)
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-def _export(rows: Iterable[dict[str, Any]], fmt: str, name: str) -> StreamingHttpResponse:
-    def jsonl() -> Iterator[str]:
-        for row in rows:
-            yield json.dumps(row, default=str, sort_keys=True) + "\n"
-
-    def as_csv() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer: csv.DictWriter[str] | None = None
-        for row in rows:
-            flat = {k: csv_cell(v) for k, v in row.items()}
-            if writer is None:
-                writer = csv.DictWriter(buffer, fieldnames=list(flat))
-                writer.writeheader()
-            writer.writerow(flat)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-
-    content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
-    response = StreamingHttpResponse(
-        jsonl() if fmt == "jsonl" else as_csv(), content_type=content_type
-    )
-    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
-    return response
 
 
 class AuditListView(APIView):
@@ -94,23 +54,14 @@ class AuditListView(APIView):
                 },
             )
             serialize: Callable[[Any], list[dict[str, Any]]] = self.serialize
-            return _export(
-                (row for chunk in _chunks(rows) for row in serialize(chunk)), fmt, self.export_name
+            return export_response(
+                (row for chunk in in_chunks(rows) for row in serialize(chunk)),
+                fmt,
+                self.export_name,
             )
         paginator = DataPagination()
         page: list[Any] | None = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(self.serialize(page))
-
-
-def _chunks(queryset: Any, size: int = 2000) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in queryset.iterator(chunk_size=size):
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class ConsentRecordListView(AuditListView):
