@@ -79,9 +79,11 @@ INSTALLED_APPS = [
     "nodes",
     "diarization",
     "console",
+    "operations",
 ]
 
 MIDDLEWARE = [
+    "operations.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -282,10 +284,29 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Rate limits and logs -------------------------------------------------------------
+# Failed authentications per client address per window, then 429 until the window ends.
+AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
+AUTH_FAILURE_WINDOW_S = env_int("AUTH_FAILURE_WINDOW_S", 60)
+# Enrollments per tenant per minute (0: unlimited).
+ENROLLMENT_RATE_LIMIT = env_int("ENROLLMENT_RATE_LIMIT", 120)
+
+# LOG_FORMAT=json: one JSON object per line with the request id; "plain" for people.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "operations.structured_logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "operations.structured_logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }

@@ -11,4 +11,5 @@ urlpatterns = [
     path("v1/modules/scaiecho/", include("audit.api.urls")),
     path("v1/modules/scaiecho/", include("diarization.api.urls")),
     path("console/", include("console.urls")),
+    path("", include("operations.urls")),
 ]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from enrollment.models import ApiKey, Tenant
+from operations import rate_limits
 
 KEY_PREFIX_LENGTH = 12
 
@@ -64,13 +67,25 @@ class ApiKeyAuthentication(BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
+        # Guessing keys from one address is cut off after AUTH_FAILURE_LIMIT misses a window.
+        failures = f"auth-failures:{request.META.get('REMOTE_ADDR', 'unknown')}"
+        window = settings.AUTH_FAILURE_WINDOW_S
+        try:
+            rate_limits.check(failures, settings.AUTH_FAILURE_LIMIT, window)
+        except rate_limits.RateLimited as limited:
+            raise exceptions.Throttled(
+                wait=limited.retry_after_s,
+                detail="Too many failed authentications from this address.",
+            ) from limited
         scheme, _, raw_key = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw_key.strip():
-            raise exceptions.AuthenticationFailed(
-                "Authorization header must be 'Bearer <api key>'."
-            )
-        key = resolve_api_key(raw_key.strip())
+        key = resolve_api_key(raw_key.strip()) if scheme.lower() == "bearer" else None
         if key is None:
+            with contextlib.suppress(rate_limits.RateLimited):
+                rate_limits.consume(failures, settings.AUTH_FAILURE_LIMIT, window)
+            if scheme.lower() != "bearer" or not raw_key.strip():
+                raise exceptions.AuthenticationFailed(
+                    "Authorization header must be 'Bearer <api key>'."
+                )
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         return ApiPrincipal(api_key=key, tenant=key.tenant, scopes=frozenset(key.scopes)), key
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -40,6 +41,10 @@ class BlobStore(Protocol):
         """Remove every stored copy of ``key``; says how much was removed."""
         ...
 
+    def check(self) -> str:
+        """Raises BlobStoreError when the store cannot be used; else says what it is."""
+        ...
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -72,6 +77,12 @@ class LocalBlobStore:
             return self._path(key).read_bytes()
         except OSError as exc:
             raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
+
+    def check(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise BlobStoreError(f"blob directory {self.root} is missing or read-only")
+        return f"local directory {self.root}"
 
     def delete_all_versions(self, key: str) -> BlobRemoval:
         path = self._path(key)
@@ -120,6 +131,15 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
         return StoredBlob(key, digest, len(data))
+
+    def check(self) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"bucket {self.bucket} is not reachable: {exc}") from exc
+        return f"s3 bucket {self.bucket}"
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from enrollment.preflight import Preflight, PreflightReport
 from enrollment.selectors import tenant_voiceprints
 from nodes.engine import get_engine
 from nodes.services import evict_everywhere, fan_out_enrollment, wait_for_nodes
+from operations.metrics import FANOUT_LATENCY, observe_preflight
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,7 @@ def enroll_speaker(
         io.BytesIO(consent_bytes),
         tenant_voiceprints(tenant, engine.model_id, engine.model_version),
     )
+    observe_preflight(report.passed, [f.code for f in report.findings])
     if not report.passed:
         record_event(
             "preflight.rejected",
@@ -220,9 +223,12 @@ def enroll_speaker(
         _remove_blobs(store, written)
         raise
 
+    waited = time.perf_counter()
     enrolled_on = (
         wait_for_nodes(speaker, scheduled, settings.ENROLLMENT_ACK_WAIT_S) if scheduled else []
     )
+    if enrolled_on:
+        FANOUT_LATENCY.observe(time.perf_counter() - waited)
     speaker.refresh_from_db()
     return EnrollmentOutcome(
         speaker=speaker,

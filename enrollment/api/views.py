@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +23,7 @@ from enrollment.api.serializers import (
 from enrollment.auth import ApiPrincipal
 from enrollment.errors import UploadTooLarge
 from enrollment.models import Scope
+from operations import rate_limits
 
 ENROLL = (Scope.ENROLL.value,)
 AUDIT = (Scope.AUDIT.value,)
@@ -72,6 +73,17 @@ class SpeakerCollectionView(APIView):
                 f"The request body is {declared} bytes; at most {limit} bytes are accepted.",
                 details={"limit_bytes": limit},
             )
+        try:
+            rate_limits.consume(
+                f"enrollments:{principal_of(request).tenant.id}",
+                settings.ENROLLMENT_RATE_LIMIT,
+                60,
+            )
+        except rate_limits.RateLimited as limited:
+            raise Throttled(
+                wait=limited.retry_after_s,
+                detail="This tenant is enrolling faster than ENROLLMENT_RATE_LIMIT a minute.",
+            ) from limited
         form = EnrollmentRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         fields = dict(form.validated_data)

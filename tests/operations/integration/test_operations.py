@@ -1,0 +1,159 @@
+"""Health, readiness, metrics, request ids, structured logs and rate limits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from enrollment.blobs import BlobStoreError
+from enrollment.models import Scope
+from nodes import registry
+from operations.structured_logs import JsonFormatter, RequestIdFilter
+from tests import audio
+from tests.factories import client_for, enrollment_form, make_key, upload
+
+SPEAKERS = "/v1/modules/scaiecho/speakers"
+
+
+def heartbeat(node_id: str = "node-ops") -> None:
+    registry.publish_heartbeat(
+        registry.Heartbeat(
+            node_id=node_id,
+            engine="pyannote",
+            model_id="resemblyzer/ge2e-voice-encoder",
+            model_version="test",
+            boot_id="boot",
+            host="here",
+            pid=1,
+            gallery_size=0,
+            sent_at=time.time(),
+        )
+    )
+
+
+def test_healthz_answers_without_any_dependency(client, monkeypatch):
+    monkeypatch.setattr(registry, "redis_client", lambda: (_ for _ in ()).throw(OSError()))
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_redis_blob_store_and_nodes(db, client, s3_blob_store):
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    checks = {c["name"]: c for c in response.json()["checks"]}
+    assert checks["database"]["ok"] and checks["redis"]["ok"] and checks["blob_store"]["ok"]
+    assert not checks["nodes"]["ok"] and "no pyannote node" in checks["nodes"]["detail"]
+
+    heartbeat()
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json()["status"] == "ready"
+    assert "node-ops" in {c["name"]: c for c in response.json()["checks"]}["nodes"]["detail"]
+
+
+def test_readyz_names_a_failing_blob_store(db, client, s3_blob_store, monkeypatch):
+    heartbeat()
+
+    def broken() -> str:
+        raise BlobStoreError("bucket gone")
+
+    monkeypatch.setattr(s3_blob_store, "check", broken)
+    body = client.get("/readyz").json()
+    assert body["status"] == "not_ready"
+    failing = [c for c in body["checks"] if not c["ok"]]
+    assert [c["name"] for c in failing] == ["blob_store"] and "bucket gone" in failing[0]["detail"]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} {labels} not in metrics")
+
+
+def test_metrics_cover_requests_preflight_nodes_and_queues(api, client):
+    heartbeat()
+    silent = upload("quiet.wav", audio.encode(audio.silence(5.0)), "audio/wav")
+    assert (
+        api.post(SPEAKERS, enrollment_form(reference=silent), format="multipart").status_code == 422
+    )
+
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "scaiecho_live_state_up") == 1.0
+    assert metric(text, "scaiecho_nodes_alive") >= 1.0
+    assert metric(text, "scaiecho_queue_depth", queue="orchestrator") >= 0.0
+    assert metric(text, "scaiecho_preflight_outcomes_total", outcome="rejected", finding="") >= 1
+    assert (
+        metric(
+            text,
+            "scaiecho_http_request_duration_seconds_count",
+            route="v1/modules/scaiecho/speakers",
+            method="POST",
+            status="422",
+        )
+        >= 1
+    )
+
+
+def test_metrics_still_answer_when_redis_is_down(db, client, monkeypatch):
+    def broken() -> dict:
+        raise RedisConnectionError("down")
+
+    monkeypatch.setattr(registry, "live_heartbeats", broken)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert metric(response.content.decode(), "scaiecho_live_state_up") == 0.0
+
+
+def test_request_ids_are_echoed_or_made(client):
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="abc-123").headers["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz", HTTP_X_REQUEST_ID="bad id\nwith newline").headers["X-Request-ID"]
+    assert len(made) == 32 and "\n" not in made
+
+
+def test_json_logs_carry_the_request_id_and_fields(client, caplog):
+    caplog.set_level(logging.INFO, logger="scaiecho.access")
+    client.get("/healthz", HTTP_X_REQUEST_ID="req-42")
+    record = next(r for r in caplog.records if r.name == "scaiecho.access")
+    RequestIdFilter().filter(record)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "req-42" and line["status"] == 200
+    assert line["route"] == "healthz" and line["level"] == "INFO"
+    assert "Authorization" not in json.dumps(line)
+
+
+def test_repeated_authentication_failures_are_cut_off(db, settings, tenant):
+    settings.AUTH_FAILURE_LIMIT = 3
+    guesser = client_for("se_000000000000_guess")
+    codes = [guesser.get(SPEAKERS).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    response = guesser.get(SPEAKERS)
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(response["Retry-After"]) <= settings.AUTH_FAILURE_WINDOW_S
+    # From that address even a valid key waits: the guesser cannot keep probing.
+    assert client_for(make_key(tenant)[1]).get(SPEAKERS).status_code == 429
+
+
+def test_enrollments_are_limited_per_tenant(db, settings, tenant):
+    settings.ENROLLMENT_RATE_LIMIT = 1
+    api = client_for(make_key(tenant, [Scope.ENROLL.value])[1])
+    first = api.post(SPEAKERS, {"display_name": "x"}, format="multipart")
+    assert first.status_code == 400
+    second = api.post(SPEAKERS, {"display_name": "x"}, format="multipart")
+    assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limited"
+    assert api.get(SPEAKERS).status_code == 200  # reading is not limited
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer se_short"])
+def test_malformed_credentials_count_as_failures(db, settings, header):
+    settings.AUTH_FAILURE_LIMIT = 1
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    assert client.get(SPEAKERS).status_code == 401
+    assert client.get(SPEAKERS).status_code == 429
