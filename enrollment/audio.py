@@ -91,7 +91,7 @@ def decode_audio(
         if not container.streams.audio:
             raise AudioRejected("audio_undecodable", "The file has no audio stream.")
         stream = container.streams.audio[0]
-        rate = stream.rate or stream.codec_context.sample_rate
+        rate = _sample_rate(stream)
         if not rate or rate <= 0:
             raise AudioRejected("audio_undecodable", "The audio stream has no sample rate.")
         declared = _declared_duration(container, stream)
@@ -107,6 +107,15 @@ def decode_audio(
         return _decode_stream(container, stream, int(rate), fmt, max_duration_s, keep_samples)
     finally:
         container.close()
+
+
+def _sample_rate(stream: av.AudioStream) -> int:
+    # A header with nonsense in it (zero-bit samples, say) leaves PyAV without a rate, and
+    # asking for it raises instead of answering 0.
+    try:
+        return int(stream.rate or stream.codec_context.sample_rate or 0)
+    except (AttributeError, ValueError, OverflowError):
+        return 0
 
 
 def _clipped_samples(frame: av.AudioFrame) -> tuple[int, int]:

@@ -508,3 +508,26 @@ def test_a_redirecting_webhook_is_not_followed(api, receiver, django_capture_on_
     with pytest.raises(services.WebhookRetry, match="HTTP 302"):
         services.deliver_webhook(str(job.id))
     assert len(hook.received) == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80>\x00\x00"
+        b"\x00}\x00\x00\x02\x00\x00\x00data\xff\xff\xff\xff" + b"\x00" * 64,  # zero-bit samples
+        b"\x00" * 5000,
+    ],
+)
+def test_hostile_uploads_are_refused_cleanly_on_both_intakes(api, s3_blob_store, payload):
+    from tests.factories import enrollment_form
+
+    diarize = api.post(DIARIZE, {"audio": upload("x.wav", payload)}, format="multipart")
+    assert diarize.status_code in (400, 422), diarize.content
+    enroll = api.post(
+        "/v1/modules/scaiecho/speakers",
+        enrollment_form(reference=upload("x.wav", payload)),
+        format="multipart",
+    )
+    assert enroll.status_code in (400, 422), enroll.content
+    assert stored_keys(s3_blob_store) == []

@@ -159,3 +159,21 @@ def test_malformed_credentials_count_as_failures(db, settings, header):
     client.credentials(HTTP_AUTHORIZATION=header)
     assert client.get(SPEAKERS).status_code == 401
     assert client.get(SPEAKERS).status_code == 429
+
+
+def test_keys_and_secrets_never_reach_the_logs(api, tenant, caplog, capsys):
+    from enrollment.services import webhook_secret
+
+    caplog.set_level(logging.DEBUG)
+    raw_key = make_key(tenant)[1]
+    secret = webhook_secret(tenant)
+    client_for(raw_key).get(SPEAKERS)
+    client_for(raw_key + "x").get(SPEAKERS)  # a failed authentication is logged as such
+    silent = upload("quiet.wav", audio.encode(audio.silence(5.0)), "audio/wav")
+    client_for(raw_key).post(SPEAKERS, enrollment_form(reference=silent), format="multipart")
+
+    logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    logged += capsys.readouterr().err
+    assert caplog.records
+    for leaked in (raw_key, raw_key.split("_")[2], secret):
+        assert leaked not in logged
