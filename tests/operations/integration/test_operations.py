@@ -177,3 +177,29 @@ def test_keys_and_secrets_never_reach_the_logs(api, tenant, caplog, capsys):
     assert caplog.records
     for leaked in (raw_key, raw_key.split("_")[2], secret):
         assert leaked not in logged
+
+
+def test_hostile_file_names_and_fields_never_reach_storage_keys_or_logs(
+    api, tenant, s3_blob_store, caplog, django_capture_on_commit_callbacks
+):
+    caplog.set_level(logging.DEBUG)
+    hostile_name = "../../etc/passwd\u202e\u0000" + "ü" * 300 + ".wav"
+    name = "Ana/../../b" + "\u00e9" * 150
+    form = enrollment_form(
+        display_name=name,
+        reference=upload(hostile_name, audio.encode(audio.clip(audio.SPEAKER_A)), "audio/wav"),
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api.post(SPEAKERS, form, format="multipart")
+    assert response.status_code == 201, response.content
+    listing = s3_blob_store.client.list_object_versions(Bucket=s3_blob_store.bucket)
+    keys = [v["Key"] for v in listing["Versions"]]
+    assert len(keys) == 2
+    for key in keys:
+        assert ".." not in key and "passwd" not in key and "\u00e9" not in key
+        assert key.isascii() and len(key) < 200
+    logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert "passwd" not in logged and name not in logged
+
+    refused = api.post(SPEAKERS, enrollment_form(display_name="bad\x07name"), format="multipart")
+    assert refused.status_code == 400 and "display_name" in refused.json()["error"]["fields"]
