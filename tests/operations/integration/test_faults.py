@@ -53,3 +53,80 @@ def test_a_connection_lost_mid_enrollment_answers_503_and_leaves_nothing(
     assert listing.get("Versions", []) == []
     # The next request gets a fresh connection and is served.
     assert api.get("/v1/modules/scaiecho/speakers").status_code == 200
+
+
+@pytest.mark.slow
+def test_work_queued_when_the_api_dies_is_done_after_it(cluster, loaded_models):
+    """The API process is SIGKILLed right after accepting an enrollment and a diarization
+    whose messages wait in a stopped node's queue; nothing is lost once the node resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from diarization.models import DiarizationJob
+    from tests import audio
+    from tests.live import ROOT, free_port, wait_for
+
+    # A stopped node must stay a candidate while the requests are made (its heartbeat lives on).
+    cluster.env["NODE_HEARTBEAT_TTL_S"] = "120"
+    node = cluster.start("node-q")[0]
+    key = make_key(make_tenant())[1]
+    port = free_port()
+    env = {**cluster.env, "ENROLLMENT_ACK_WAIT_S": "0"}
+    api_process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1/modules/scaiecho"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        wait_for(lambda: _answers(f"{base}/speakers", headers), timeout_s=120, what="the API")
+        os.kill(node.process.pid, signal.SIGSTOP)  # the node takes nothing from its queue
+        form = enrollment_form()
+        files = {name: (f.name, f.read()) for name, f in form.items() if hasattr(f, "read")}
+        data = {name: v for name, v in form.items() if not hasattr(v, "read")}
+        enrolled = httpx.post(
+            f"{base}/speakers", data=data, files=files, headers=headers, timeout=120
+        )
+        assert (
+            enrolled.status_code == 201
+            and enrolled.json()["data"]["enrollment_status"] == "pending"
+        )
+        job = httpx.post(
+            f"{base}/diarize",
+            files={"audio": ("m.wav", audio.encode(audio.sample()))},
+            headers=headers,
+            timeout=120,
+        )
+        assert job.status_code == 202
+    finally:
+        api_process.send_signal(signal.SIGKILL)
+        api_process.wait(timeout=30)
+    os.kill(node.process.pid, signal.SIGCONT)
+
+    speaker_id = enrolled.json()["data"]["id"]
+    wait_for(
+        lambda: Speaker.objects.get(id=speaker_id).enrollment_status == "ready",
+        timeout_s=60,
+        what="the queued warm",
+    )
+    wait_for(
+        lambda: DiarizationJob.objects.get(id=job.json()["data"]["id"]).status == "succeeded",
+        timeout_s=60,
+        what="the queued job",
+    )
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, headers=headers, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
