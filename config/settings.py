@@ -182,6 +182,9 @@ S3_REGION = env_str("S3_REGION", "us-east-1")
 # "AES256" (SSE-S3) or "aws:kms" with S3_SSE_KMS_KEY_ID.
 S3_SSE = env_str("S3_SSE", "AES256")
 S3_SSE_KMS_KEY_ID = os.environ.get("S3_SSE_KMS_KEY_ID") or None
+S3_CONNECT_TIMEOUT_S = env_float("S3_CONNECT_TIMEOUT_S", 5.0)
+S3_READ_TIMEOUT_S = env_float("S3_READ_TIMEOUT_S", 30.0)
+S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 3)
 
 # --- Enrollment intake and preflight -------------------------------------------
 ENROLLMENT_MAX_UPLOAD_BYTES = env_int("ENROLLMENT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)

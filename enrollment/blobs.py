@@ -178,8 +178,11 @@ def s3_client() -> Any:
         "s3",
         endpoint_url=settings.S3_ENDPOINT_URL,
         region_name=settings.S3_REGION,
+        # Bounded: a hanging S3 turns into a BlobStoreError (503), not a request stuck for minutes.
         config=Config(
-            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+            retries={"max_attempts": settings.S3_MAX_ATTEMPTS, "mode": "standard"},
+            connect_timeout=settings.S3_CONNECT_TIMEOUT_S,
+            read_timeout=settings.S3_READ_TIMEOUT_S,
         ),
     )
 

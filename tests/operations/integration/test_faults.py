@@ -130,3 +130,88 @@ def _answers(url: str, headers: dict[str, str]) -> bool:
         return httpx.get(url, headers=headers, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+class HangingEndpoint:
+    """Accepts connections and never answers: what a stalled S3 looks like."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.held: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(client)
+
+    def close(self) -> None:
+        self.server.close()
+        for held in self.held:
+            held.close()
+
+
+@pytest.fixture
+def stalled_s3(s3_blob_store, settings, monkeypatch):
+    """The blob store's S3 starts hanging: every call times out after the configured bounds."""
+    from enrollment import blobs
+
+    settings.S3_CONNECT_TIMEOUT_S = 1.0
+    settings.S3_READ_TIMEOUT_S = 1.0
+    settings.S3_MAX_ATTEMPTS = 1
+    endpoint = HangingEndpoint()
+    settings.S3_ENDPOINT_URL = endpoint.url
+    stalled = blobs.S3BlobStore(blobs.s3_client(), s3_blob_store.bucket)
+    monkeypatch.setattr(blobs, "get_blob_store", lambda: stalled)
+    for module in ("enrollment.services", "diarization.services", "nodes.services"):
+        monkeypatch.setattr(f"{module}.get_blob_store", lambda: stalled)
+    yield stalled
+    endpoint.close()
+
+
+def test_an_s3_timeout_during_enrollment_is_a_prompt_503_with_nothing_stored(db, stalled_s3):
+    import time
+
+    api = client_for(make_key(make_tenant())[1])
+    started = time.monotonic()
+    response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "blob_store_unavailable"
+    assert time.monotonic() - started < 20
+    assert Speaker.objects.count() == 0 and ConsentRecord.objects.count() == 0
+
+
+def test_an_s3_timeout_during_erasure_leaves_an_honest_receipt(
+    db, s3_blob_store, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    api = client_for(make_key(make_tenant())[1])
+    settings.ENROLLMENT_ACK_WAIT_S = 0.0
+    with django_capture_on_commit_callbacks(execute=False):
+        created = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+    assert created.status_code == 201
+    speaker_id = created.json()["data"]["id"]
+
+    from enrollment import blobs
+
+    settings.S3_CONNECT_TIMEOUT_S = 1.0
+    settings.S3_READ_TIMEOUT_S = 1.0
+    settings.S3_MAX_ATTEMPTS = 1
+    endpoint = HangingEndpoint()
+    try:
+        settings.S3_ENDPOINT_URL = endpoint.url
+        hanging = blobs.S3BlobStore(blobs.s3_client(), s3_blob_store.bucket)
+        monkeypatch.setattr("enrollment.services.get_blob_store", lambda: hanging)
+        with django_capture_on_commit_callbacks(execute=True):
+            receipt = api.delete(f"/v1/modules/scaiecho/speakers/{speaker_id}").json()["data"]
+    finally:
+        endpoint.close()
+    assert receipt["blobs_state"] == "failing" and receipt["complete"] is False
+    assert "blob_store" in receipt["error_summary"]
+    assert Speaker.objects.get(id=speaker_id).enrollment_status == "evicted"
