@@ -267,6 +267,9 @@ STREAM_CLUSTER_THRESHOLD = env_float("STREAM_CLUSTER_THRESHOLD", 0.80)
 STREAM_BACKEND_NAME = env_str("STREAM_BACKEND_NAME", "A")
 STREAM_MAX_SESSION_S = env_float("STREAM_MAX_SESSION_S", 4 * 3600.0)
 STREAM_MAX_FRAME_BYTES = env_int("STREAM_MAX_FRAME_BYTES", 1024 * 1024)
+# A session must authenticate and open within this, and is closed after this long silent.
+STREAM_HANDSHAKE_TIMEOUT_S = env_float("STREAM_HANDSHAKE_TIMEOUT_S", 10.0)
+STREAM_IDLE_TIMEOUT_S = env_float("STREAM_IDLE_TIMEOUT_S", 60.0)
 
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-diarizations": {

@@ -11,8 +11,11 @@ the upgrade request or, where it cannot set headers, with a first text frame
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -24,6 +27,7 @@ from diarization import services
 from diarization.streaming import PcmDecoder, StreamDiarizer, StreamError
 from enrollment.auth import ApiPrincipal, resolve_api_key
 from enrollment.models import Scope
+from operations import rate_limits
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,9 @@ CLOSE_CODES = {
     "malformed_audio": 4400,
     "session_too_long": 4413,
     "frame_too_large": 4413,
+    "handshake_timeout": 4408,
+    "idle_timeout": 4408,
+    "rate_limited": 4429,
     "internal_error": 1011,
 }
 
@@ -61,6 +68,22 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         self.session_id = uuid.uuid4().hex
+        self.last_frame_at = time.monotonic()
+        client = self.scope.get("client") or ("unknown", 0)
+        self.auth_failures = f"auth-failures:{client[0]}"
+        # Sessions that never authenticate, never open or fall silent are closed, so that
+        # idle sockets cannot pile up.
+        self.watchdog = asyncio.create_task(self._watch())
+        try:
+            await _in_thread(rate_limits.check)(
+                self.auth_failures, settings.AUTH_FAILURE_LIMIT, settings.AUTH_FAILURE_WINDOW_S
+            )
+        except rate_limits.RateLimited as limited:
+            await self._fail(
+                "rate_limited",
+                f"Too many failed authentications; retry in {limited.retry_after_s} s.",
+            )
+            return
         headers = dict(self.scope.get("headers", []))
         header = headers.get(b"authorization", b"").decode("latin-1")
         if header:
@@ -73,6 +96,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _authenticate(self, raw_key: str) -> bool:
         principal = await _in_thread(_principal_for)(raw_key)
         if principal is None:
+            with contextlib.suppress(rate_limits.RateLimited):
+                await _in_thread(rate_limits.consume)(
+                    self.auth_failures,
+                    settings.AUTH_FAILURE_LIMIT,
+                    settings.AUTH_FAILURE_WINDOW_S,
+                )
             await self._fail("invalid_api_key", "Invalid or revoked API key.")
             return False
         if not principal.has_scope(Scope.TRANSCRIBE.value):
@@ -81,7 +110,27 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.principal = principal
         return True
 
+    async def _watch(self) -> None:
+        opened_by = time.monotonic() + settings.STREAM_HANDSHAKE_TIMEOUT_S
+        while True:
+            await asyncio.sleep(min(1.0, settings.STREAM_HANDSHAKE_TIMEOUT_S / 2))
+            now = time.monotonic()
+            if self.diarizer is None and now > opened_by:
+                await self._fail(
+                    "handshake_timeout",
+                    f"Authenticate and open within {settings.STREAM_HANDSHAKE_TIMEOUT_S:.0f} s.",
+                )
+                return
+            if self.diarizer is not None and now - self.last_frame_at > (
+                settings.STREAM_IDLE_TIMEOUT_S
+            ):
+                await self._fail(
+                    "idle_timeout", f"No frame for {settings.STREAM_IDLE_TIMEOUT_S:.0f} s."
+                )
+                return
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_frame_at = time.monotonic()
         try:
             if bytes_data is not None:
                 await self._audio(bytes_data)
@@ -163,6 +212,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps(delta.message()))
 
     async def _close_session(self) -> None:
+        self._stop_watching()
         diarizer, received_s = self.diarizer, 0.0
         if diarizer is not None and self.decoder is not None:
             tail = await _in_thread(self.decoder.finish)()
@@ -177,6 +227,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.close(code=1000)
 
     async def disconnect(self, code: int) -> None:
+        self._stop_watching()
         await self._end_session()
 
     async def _end_session(self) -> None:
@@ -188,6 +239,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
             )
 
     async def _fail(self, code: str, message: str) -> None:
+        self._stop_watching()
         await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
         await self._end_session()
         await self.close(code=CLOSE_CODES.get(code, 4400))
+
+    def _stop_watching(self) -> None:
+        watchdog = getattr(self, "watchdog", None)
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()

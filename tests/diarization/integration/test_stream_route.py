@@ -627,3 +627,47 @@ def test_an_oversized_frame_is_refused(application, settings):
         return error
 
     assert "4096" in run(scenario)["message"]
+
+
+def test_a_session_that_never_authenticates_is_closed(application, settings):
+    settings.STREAM_HANDSHAKE_TIMEOUT_S = 0.5
+
+    async def scenario():
+        socket = Socket(application, [])
+        await socket.connect()
+        error = await expect_error(socket, "handshake_timeout", 4408)
+        await socket.disconnect()
+        return error
+
+    assert "open within" in run(scenario)["message"]
+
+
+def test_a_silent_session_is_closed(application, settings):
+    settings.STREAM_IDLE_TIMEOUT_S = 0.5
+    _, raw_key = make_key(make_tenant())
+
+    async def scenario():
+        socket = Socket(application, bearer(raw_key))
+        await socket.connect()
+        await socket.send_json({"type": "open", "media_type": "audio/pcm"})
+        assert (await socket.receive())["type"] == "ready"
+        error = await expect_error(socket, "idle_timeout", 4408)
+        await socket.disconnect()
+        return error
+
+    assert "No frame" in run(scenario)["message"]
+
+
+def test_failed_stream_authentications_are_rate_limited(application, settings):
+    settings.AUTH_FAILURE_LIMIT = 1
+
+    async def attempt(key: str) -> dict[str, Any]:
+        socket = Socket(application, bearer(key))
+        await socket.connect()
+        first = await socket.receive()
+        await socket.close_code()
+        await socket.disconnect()
+        return first
+
+    assert run(lambda: attempt("se_000000000000_wrong"))["code"] == "invalid_api_key"
+    assert run(lambda: attempt("se_000000000000_wrong"))["code"] == "rate_limited"
