@@ -215,3 +215,135 @@ def test_an_s3_timeout_during_erasure_leaves_an_honest_receipt(
     assert receipt["blobs_state"] == "failing" and receipt["complete"] is False
     assert "blob_store" in receipt["error_summary"]
     assert Speaker.objects.get(id=speaker_id).enrollment_status == "evicted"
+
+
+class PrivateRedis:
+    """A Redis server of this test's own, so that it can be killed and restarted."""
+
+    def __init__(self, tmp_path) -> None:
+        from tests.live import free_port
+
+        self.port = free_port()
+        self.dir = tmp_path
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        import redis as redis_lib
+
+        from tests.live import wait_for
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis.from_url(self.url)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis_lib.RedisError:
+                return False
+
+        wait_for(answers, timeout_s=20, what="the private Redis")
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_redis_restarted_under_the_service_loses_nothing(
+    live_db, moto_server, settings, tmp_path, loaded_models
+):
+    """Redis (registry and broker) is killed and restarted empty while the service runs: an
+    enrollment meanwhile gets a clean 503; afterwards the node rebuilds the registry from its
+    gallery, new enrollments fan out again and no speaker is left pending."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from nodes import registry
+    from tests.live import ROOT, NodeProcess, free_port, node_environment, wait_for
+
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    env = node_environment(moto_server, settings.S3_BUCKET)
+    env.update({"REDIS_URL": redis.url, "ENROLLMENT_ACK_WAIT_S": "20"})
+    env.pop("CELERY_BROKER_URL", None)
+    shared_redis_url = settings.REDIS_URL
+    settings.REDIS_URL = redis.url
+    registry.redis_client.cache_clear()
+    node = NodeProcess("node-r", env, tmp_path)
+    port = free_port()
+    api_process = None
+    try:
+        node.start()
+        api_process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}/v1/modules/scaiecho"
+        headers = {"Authorization": f"Bearer {make_key(make_tenant())[1]}"}
+        wait_for(lambda: _answers(f"{base}/speakers", headers), timeout_s=120, what="the API")
+
+        def enroll() -> httpx.Response:
+            form = enrollment_form()
+            files = {k: (f.name, f.read()) for k, f in form.items() if hasattr(f, "read")}
+            data = {k: v for k, v in form.items() if not hasattr(v, "read")}
+            return httpx.post(
+                f"{base}/speakers", data=data, files=files, headers=headers, timeout=120
+            )
+
+        first = enroll()
+        assert first.status_code == 201 and first.json()["data"]["enrollment_status"] == "ready"
+
+        redis.kill()
+        refused = enroll()
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "backend_unavailable"
+        assert Speaker.objects.count() == 1
+
+        redis.start()  # empty: no heartbeat, no warm entries, no queues
+        first_id = first.json()["data"]["id"]
+        wait_for(
+            lambda: "node-r" in registry.warm_node_ids(first_id),
+            timeout_s=60,
+            what="the node to republish what it holds",
+        )
+        second = wait_for(
+            lambda: (r := enroll()).status_code == 201 and r,
+            timeout_s=60,
+            what="enrollment to work again",
+        )
+        wait_for(
+            lambda: (
+                Speaker.objects.get(id=second.json()["data"]["id"]).enrollment_status == "ready"
+            ),
+            timeout_s=60,
+            what="the new enrollment to fan out",
+        )
+        assert not Speaker.objects.filter(enrollment_status="pending").exists()
+    finally:
+        if api_process is not None:
+            api_process.terminate()
+            api_process.wait(timeout=30)
+        node.stop()
+        redis.kill()
+        # The fixtures' own clean-up talks to the shared Redis again.
+        settings.REDIS_URL = shared_redis_url
+        registry.redis_client.cache_clear()
