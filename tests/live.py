@@ -202,3 +202,13 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()}" for n, p in self.nodes.items())
+
+
+def answers(url: str, headers: dict[str, str] | None = None) -> bool:
+    """Whether an HTTP service started by a test answers ``url`` with 200 yet."""
+    import httpx
+
+    try:
+        return httpx.get(url, headers=headers, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

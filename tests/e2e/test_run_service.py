@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests import audio
-from tests.live import ROOT, free_port, node_environment, wait_for
+from tests.live import ROOT, answers, free_port, node_environment, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def service(live_db, moto_server, settings, tmp_path):
             timeout_s=120,
             what="the demo key",
         )
-        wait_for(lambda: _answers(f"{base}/v1/openapi.json"), timeout_s=120, what="the API")
+        wait_for(lambda: answers(f"{base}/v1/openapi.json"), timeout_s=120, what="the API")
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         wait_for(
             lambda: any(
@@ -51,13 +51,6 @@ def service(live_db, moto_server, settings, tmp_path):
         process.terminate()
         process.wait(timeout=60)
         print(log.read_text()[-8000:])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def enroll_alice(service: httpx.Client) -> httpx.Response:

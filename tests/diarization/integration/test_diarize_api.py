@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from nodes.runtime import GalleryEntry, NodeRuntime
 from nodes.vad import get_vad, speech_only
 from tests import audio
 from tests.factories import client_for, make_key, make_tenant, upload
+from tests.webhooks import WebhookReceiver
 
 DIARIZE = "/v1/modules/scaiecho/diarize"
 TRANSCRIBE_AND_DIARIZE = [Scope.TRANSCRIBE.value, Scope.DIARIZE.value]
@@ -307,43 +306,20 @@ def test_results_download_in_every_format(
 # --- webhooks -------------------------------------------------------------------------------
 
 
-class Receiver:
-    def __init__(self, statuses: list[int]):
-        self.statuses = statuses
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append((dict(self.headers), body))
-                self.send_response(
-                    outer.statuses[min(len(outer.received), len(outer.statuses)) - 1]
-                )
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
 @pytest.fixture
 def receiver(settings):
     settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True
     settings.WEBHOOK_BACKOFF_S = 3.0
     settings.WEBHOOK_MAX_ATTEMPTS = 3
-    made: list[Receiver] = []
+    made: list[WebhookReceiver] = []
 
-    def make(statuses: list[int]) -> Receiver:
-        made.append(Receiver(statuses))
+    def make(statuses: list[int]) -> WebhookReceiver:
+        made.append(WebhookReceiver(statuses))
         return made[-1]
 
     yield make
     for r in made:
-        r.server.shutdown()
+        r.close()
 
 
 def finished_job_with_webhook(api, url, django_capture_on_commit_callbacks) -> DiarizationJob:

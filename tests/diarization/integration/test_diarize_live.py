@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from nodes.runtime import NodeRuntime
 from tests import audio
 from tests.factories import client_for, enrollment_form, make_key, make_tenant, upload
 from tests.live import wait_for
+from tests.webhooks import WebhookReceiver
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -27,36 +26,6 @@ DIARIZE = "/v1/modules/scaiecho/diarize"
 # Enrollment clips of at most 5 s from the sample (speaker90 = A, speaker91 = B).
 CLIP_A = [(10.6, 14.45)]
 CLIP_B = [(21.9, 26.9)]
-
-
-class WebhookReceiver:
-    """A local HTTP endpoint that fails its first ``failures`` deliveries with a 500."""
-
-    def __init__(self, failures: int = 0):
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.failures = failures
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers), body))
-                failing = len(receiver.received) <= receiver.failures
-                self.send_response(500 if failing else 204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -112,7 +81,7 @@ def test_enrolled_speakers_are_named_and_the_webhook_is_signed(diarize_env, admi
     diarize_env.orchestrator()
     alice = enroll(admin, "Alice", CLIP_A, audio.SPEAKER_A_CONSENT)
     bob = enroll(admin, "Bob", CLIP_B, audio.SPEAKER_B_CONSENT)
-    hook = WebhookReceiver(failures=1)
+    hook = WebhookReceiver([500, 204])
     try:
         job = submit(admin, webhook=hook.url, request_id="meeting-42")
         assert job["status"] == "pending"

@@ -14,12 +14,12 @@ from diarization.segmentation import (
 )
 from nodes.engine import EngineUnavailable, get_engine
 from tests import audio
+from tests.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="module")
 def segmentation_checkpoint(tmp_path_factory):
     """A pyannote.audio powerset segmentation checkpoint made here (random weights)."""
-    import pyannote.audio
     from pyannote.audio.core.task import Problem, Resolution, Specifications
     from pyannote.audio.models.segmentation import PyanNet
 
@@ -36,19 +36,7 @@ def segmentation_checkpoint(tmp_path_factory):
         permutation_invariant=True,
     )
     model.build()
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        "pytorch-lightning_version": "2.6.6",
-        "pyannote.audio": {
-            "versions": {"pyannote.audio": pyannote.audio.__version__},
-            "architecture": {"module": type(model).__module__, "class": type(model).__name__},
-            "specifications": model.specifications,
-        },
-    }
-    path = tmp_path_factory.mktemp("segmentation") / "pytorch_model.bin"
-    torch.save(checkpoint, path)
-    return path
+    return save_checkpoint(model, tmp_path_factory.mktemp("segmentation") / "pytorch_model.bin")
 
 
 def test_silero_is_the_offline_default_and_reports_no_overlap(settings):

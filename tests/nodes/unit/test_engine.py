@@ -12,12 +12,12 @@ from nodes.engine import (
     load_engine,
 )
 from tests import audio
+from tests.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="module")
 def local_checkpoint(tmp_path_factory):
     """A pyannote.audio embedding checkpoint made here (random weights, real architecture)."""
-    import pyannote.audio
     from pyannote.audio.core.task import Problem, Resolution, Specifications
     from pyannote.audio.models.embedding import WeSpeakerResNet34
 
@@ -26,19 +26,7 @@ def local_checkpoint(tmp_path_factory):
     model.specifications = Specifications(
         problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=3.0
     )
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        "pytorch-lightning_version": "2.6.6",
-        "pyannote.audio": {
-            "versions": {"pyannote.audio": pyannote.audio.__version__},
-            "architecture": {"module": type(model).__module__, "class": type(model).__name__},
-            "specifications": model.specifications,
-        },
-    }
-    path = tmp_path_factory.mktemp("model") / "pytorch_model.bin"
-    torch.save(checkpoint, path)
-    return path
+    return save_checkpoint(model, tmp_path_factory.mktemp("model") / "pytorch_model.bin")
 
 
 def test_offline_default_is_resemblyzer_with_a_stamped_version():

@@ -10,6 +10,7 @@ from consent.models import ConsentRecord
 from enrollment import preflight as preflight_module
 from enrollment.models import Speaker
 from tests.factories import client_for, enrollment_form, make_key, make_tenant
+from tests.live import answers
 
 pytestmark = [pytest.mark.live]
 
@@ -86,7 +87,7 @@ def test_work_queued_when_the_api_dies_is_done_after_it(cluster, loaded_models):
     base = f"http://127.0.0.1:{port}/v1/modules/scaiecho"
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        wait_for(lambda: _answers(f"{base}/speakers", headers), timeout_s=120, what="the API")
+        wait_for(lambda: answers(f"{base}/speakers", headers), timeout_s=120, what="the API")
         os.kill(node.process.pid, signal.SIGSTOP)  # the node takes nothing from its queue
         form = enrollment_form()
         files = {name: (f.name, f.read()) for name, f in form.items() if hasattr(f, "read")}
@@ -121,15 +122,6 @@ def test_work_queued_when_the_api_dies_is_done_after_it(cluster, loaded_models):
         timeout_s=60,
         what="the queued job",
     )
-
-
-def _answers(url: str, headers: dict[str, str]) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, headers=headers, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class HangingEndpoint:
@@ -246,13 +238,13 @@ class PrivateRedis:
         )
         client = redis_lib.Redis.from_url(self.url)
 
-        def answers() -> bool:
+        def pings() -> bool:
             try:
                 return bool(client.ping())
             except redis_lib.RedisError:
                 return False
 
-        wait_for(answers, timeout_s=20, what="the private Redis")
+        wait_for(pings, timeout_s=20, what="the private Redis")
 
     def kill(self) -> None:
         import signal
@@ -299,7 +291,7 @@ def test_redis_restarted_under_the_service_loses_nothing(
         )
         base = f"http://127.0.0.1:{port}/v1/modules/scaiecho"
         headers = {"Authorization": f"Bearer {make_key(make_tenant())[1]}"}
-        wait_for(lambda: _answers(f"{base}/speakers", headers), timeout_s=120, what="the API")
+        wait_for(lambda: answers(f"{base}/speakers", headers), timeout_s=120, what="the API")
 
         def enroll() -> httpx.Response:
             form = enrollment_form()
