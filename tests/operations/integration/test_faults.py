@@ -10,6 +10,7 @@ from consent.models import ConsentRecord
 from enrollment import preflight as preflight_module
 from enrollment.models import Speaker
 from tests.factories import client_for, enrollment_form, make_key, make_tenant
+from tests.faults import HangingEndpoint, PrivateRedis
 from tests.live import answers
 
 pytestmark = [pytest.mark.live]
@@ -124,32 +125,6 @@ def test_work_queued_when_the_api_dies_is_done_after_it(cluster, loaded_models):
     )
 
 
-class HangingEndpoint:
-    """Accepts connections and never answers: what a stalled S3 looks like."""
-
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.held: list[socket.socket] = []
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self.held.append(client)
-
-    def close(self) -> None:
-        self.server.close()
-        for held in self.held:
-            held.close()
-
-
 @pytest.fixture
 def stalled_s3(s3_blob_store, settings, monkeypatch):
     """The blob store's S3 starts hanging: every call times out after the configured bounds."""
@@ -168,7 +143,10 @@ def stalled_s3(s3_blob_store, settings, monkeypatch):
     endpoint.close()
 
 
-def test_an_s3_timeout_during_enrollment_is_a_prompt_503_with_nothing_stored(db, stalled_s3):
+def test_an_s3_timeout_during_enrollment_is_a_prompt_503_with_nothing_stored(
+    db, stalled_s3, loaded_models
+):
+    # The models are loaded first: the bound below is on the blob store, not a cold start.
     import time
 
     api = client_for(make_key(make_tenant())[1])
@@ -207,51 +185,6 @@ def test_an_s3_timeout_during_erasure_leaves_an_honest_receipt(
     assert receipt["blobs_state"] == "failing" and receipt["complete"] is False
     assert "blob_store" in receipt["error_summary"]
     assert Speaker.objects.get(id=speaker_id).enrollment_status == "evicted"
-
-
-class PrivateRedis:
-    """A Redis server of this test's own, so that it can be killed and restarted."""
-
-    def __init__(self, tmp_path) -> None:
-        from tests.live import free_port
-
-        self.port = free_port()
-        self.dir = tmp_path
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import subprocess
-
-        import redis as redis_lib
-
-        from tests.live import wait_for
-
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis_lib.Redis.from_url(self.url)
-
-        def pings() -> bool:
-            try:
-                return bool(client.ping())
-            except redis_lib.RedisError:
-                return False
-
-        wait_for(pings, timeout_s=20, what="the private Redis")
-
-    def kill(self) -> None:
-        import signal
-
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=20)
 
 
 @pytest.mark.slow
