@@ -13,10 +13,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from diarization.consumers import StreamConsumer  # noqa: E402
+from operations.body_limits import RequestBodyLimit  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_http,
+        "http": RequestBodyLimit(django_http),
         "websocket": URLRouter([path("v1/modules/scaiecho/stream", StreamConsumer.as_asgi())]),
     }
 )

@@ -129,6 +129,9 @@ STATIC_ROOT = BASE_DIR / ".data" / "static"
 # Uploads: files above this size spill to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Bodies of routes that take no upload; the upload routes derive theirs from
+# ENROLLMENT_MAX_UPLOAD_BYTES and DIARIZE_MAX_UPLOAD_BYTES.
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 2_621_440)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["enrollment.auth.ApiKeyAuthentication"],

@@ -34,6 +34,7 @@ from enrollment.models import Speaker
 from nodes import selectors as node_selectors
 from nodes import services as node_services
 from nodes.models import AssignmentState
+from operations.body_limits import accepts_body_up_to
 
 View = Callable[..., HttpResponseBase]
 
@@ -101,6 +102,7 @@ def speaker_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@accepts_body_up_to(enrollment_services.enrollment_body_limit)
 @require_http_methods(["GET", "POST"])
 @console_view(admin=True)
 def speaker_enroll(request: HttpRequest) -> HttpResponse:

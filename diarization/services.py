@@ -32,6 +32,7 @@ from enrollment.auth import ApiPrincipal
 from enrollment.blobs import BlobStoreError, get_blob_store, sha256_hex
 from enrollment.errors import ServiceError, UploadTooLarge
 from enrollment.models import EnrollmentStatus, Scope, Speaker, Tenant
+from enrollment.services import MULTIPART_OVERHEAD_BYTES
 from nodes import registry
 from nodes.models import Node
 from nodes.runtime import NodeRuntime, node_queue
@@ -107,6 +108,11 @@ def estimated_time_s(duration_s: float) -> int:
 
 
 # --- intake (API side) -------------------------------------------------------------------
+
+
+def diarize_body_limit() -> int:
+    """The largest diarization request: the audio at its limit, plus the form."""
+    return settings.DIARIZE_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
 
 
 def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile) -> DiarizationJob:

@@ -107,15 +107,19 @@ class S3BlobStore:
 
     def ensure_bucket(self) -> None:
         """Create the bucket if missing and switch versioning on (never Object Lock)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
-        self.client.put_bucket_versioning(
-            Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
-        )
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError:
+                self.client.create_bucket(Bucket=self.bucket)
+            self.client.put_bucket_versioning(
+                Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            # A store that times out on first use is an outage like any other call's.
+            raise BlobStoreError(f"cannot set up bucket {self.bucket}: {exc}") from exc
 
     def put(self, key: str, data: bytes) -> StoredBlob:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -118,6 +118,15 @@ class EnrollmentOutcome:
     note: str | None
 
 
+# Room for the multipart framing and the form fields around the recordings.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
+def enrollment_body_limit() -> int:
+    """The largest enrollment request: both recordings at their limit, plus the form."""
+    return 2 * settings.ENROLLMENT_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
+
+
 def _read_upload(role: str, upload: UploadedRecording) -> bytes:
     limit = settings.ENROLLMENT_MAX_UPLOAD_BYTES
     if upload.size is not None and upload.size > limit:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -19,8 +18,7 @@ from diarization.api.serializers import (
 )
 from diarization.formats import FORMATS, render
 from diarization.models import DiarizationJob, JobStatus
-from enrollment.api.views import MULTIPART_OVERHEAD_BYTES, principal_of
-from enrollment.errors import UploadTooLarge
+from enrollment.api.views import principal_of
 from enrollment.models import Scope
 
 DIARIZE = (Scope.TRANSCRIBE.value, Scope.DIARIZE.value)
@@ -37,6 +35,11 @@ class DiarizeView(APIView):
     parser_classes = [MultiPartParser, FormParser]
     required_scopes = {"POST": [DIARIZE]}
 
+    @staticmethod
+    def max_body_bytes() -> int:
+        # Enforced as the body arrives, by operations.body_limits.
+        return services.diarize_body_limit()
+
     @extend_schema(
         request={"multipart/form-data": DiarizeRequestSerializer},
         responses={
@@ -47,13 +50,6 @@ class DiarizeView(APIView):
         summary="Submit a diarization job",
     )
     def post(self, request: Request) -> Response:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        limit = settings.DIARIZE_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
-        if declared > limit:
-            raise UploadTooLarge(
-                f"The request body is {declared} bytes; at most {limit} bytes are accepted.",
-                details={"limit_bytes": limit},
-            )
         form = DiarizeRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         fields = dict(form.validated_data)

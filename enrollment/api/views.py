@@ -21,15 +21,11 @@ from enrollment.api.serializers import (
     SpeakerSerializer,
 )
 from enrollment.auth import ApiPrincipal
-from enrollment.errors import UploadTooLarge
 from enrollment.models import Scope
 from operations import rate_limits
 
 ENROLL = (Scope.ENROLL.value,)
 AUDIT = (Scope.AUDIT.value,)
-
-# Two recordings plus the form fields; anything larger is refused before parsing.
-MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
 def principal_of(request: Request) -> ApiPrincipal:
@@ -40,6 +36,11 @@ def principal_of(request: Request) -> ApiPrincipal:
 class SpeakerCollectionView(APIView):
     parser_classes = [MultiPartParser, FormParser]
     required_scopes = {"GET": [ENROLL, AUDIT], "POST": [ENROLL]}
+
+    @staticmethod
+    def max_body_bytes() -> int:
+        # Enforced as the body arrives, by operations.body_limits.
+        return services.enrollment_body_limit()
 
     @extend_schema(
         parameters=[SpeakerListQuerySerializer],
@@ -66,13 +67,6 @@ class SpeakerCollectionView(APIView):
         summary="Enroll a speaker",
     )
     def post(self, request: Request) -> Response:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        limit = 2 * settings.ENROLLMENT_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
-        if declared > limit:
-            raise UploadTooLarge(
-                f"The request body is {declared} bytes; at most {limit} bytes are accepted.",
-                details={"limit_bytes": limit},
-            )
         try:
             rate_limits.consume(
                 f"enrollments:{principal_of(request).tenant.id}",

@@ -159,15 +159,6 @@ def test_audio_over_the_duration_limit_is_refused(api, settings):
     assert response.json()["error"]["reason"] == "audio_too_long"
 
 
-def test_an_oversized_body_is_refused_before_it_is_parsed(api, settings):
-    settings.DIARIZE_MAX_UPLOAD_BYTES = 1000
-    response = api.post(
-        DIARIZE, {"audio": sample_upload()}, format="multipart", CONTENT_LENGTH="999999999"
-    )
-    assert response.status_code == 413
-    assert response.json()["error"]["code"] == "upload_too_large"
-
-
 def test_a_blob_store_outage_stores_nothing(api, s3_blob_store, monkeypatch):
     def broken(key, data):
         raise BlobStoreError("S3 is down")
