@@ -273,6 +273,8 @@ STREAM_MAX_FRAME_BYTES = env_int("STREAM_MAX_FRAME_BYTES", 1024 * 1024)
 # A session must authenticate and open within this, and is closed after this long silent.
 STREAM_HANDSHAKE_TIMEOUT_S = env_float("STREAM_HANDSHAKE_TIMEOUT_S", 10.0)
 STREAM_IDLE_TIMEOUT_S = env_float("STREAM_IDLE_TIMEOUT_S", 60.0)
+# Open streaming sessions per tenant across every API process; 0 for no limit.
+STREAM_MAX_SESSIONS_PER_TENANT = env_int("STREAM_MAX_SESSIONS_PER_TENANT", 20)
 
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-diarizations": {

@@ -22,6 +22,7 @@ from typing import Any
 from channels.db import DatabaseSyncToAsync
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from diarization import services
 from diarization.streaming import PcmDecoder, StreamDiarizer, StreamError
@@ -43,8 +44,16 @@ CLOSE_CODES = {
     "handshake_timeout": 4408,
     "idle_timeout": 4408,
     "rate_limited": 4429,
+    "too_many_sessions": 4429,
+    # 1013: "try again later"; the registry's Redis did not answer.
+    "backend_unavailable": 1013,
     "internal_error": 1011,
 }
+
+
+REDIS_DOWN = ("backend_unavailable", "The service's Redis is unavailable; retry later.")
+# Well inside services.STREAM_SLOT_LEASE_S, so that a live session never loses its slot.
+SLOT_RENEWAL_S = 10.0
 
 
 def _in_thread(func: Any) -> Any:
@@ -84,6 +93,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 f"Too many failed authentications; retry in {limited.retry_after_s} s.",
             )
             return
+        except RedisError:
+            logger.exception("stream session %s: Redis unavailable", self.session_id)
+            await self._fail(*REDIS_DOWN)
+            return
         headers = dict(self.scope.get("headers", []))
         header = headers.get(b"authorization", b"").decode("latin-1")
         if header:
@@ -112,9 +125,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _watch(self) -> None:
         opened_by = time.monotonic() + settings.STREAM_HANDSHAKE_TIMEOUT_S
+        slot_renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, settings.STREAM_HANDSHAKE_TIMEOUT_S / 2))
             now = time.monotonic()
+            if self.diarizer is not None and now - slot_renewed_at > SLOT_RENEWAL_S:
+                slot_renewed_at = now
+                try:
+                    await _in_thread(services.hold_stream_slot)(self.principal, self.session_id)
+                except StreamError as exc:
+                    await self._fail(exc.code, exc.message)
+                    return
+                except RedisError:
+                    # A Redis blip does not end a running session; the next renewal retries.
+                    logger.warning("stream session %s: slot renewal failed", self.session_id)
             if self.diarizer is None and now > opened_by:
                 await self._fail(
                     "handshake_timeout",
@@ -138,6 +162,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self._control(text_data)
         except StreamError as exc:
             await self._fail(exc.code, exc.message)
+        except RedisError:
+            logger.exception("stream session %s: Redis unavailable", self.session_id)
+            await self._fail(*REDIS_DOWN)
         except Exception:
             logger.exception("stream session %s failed", getattr(self, "session_id", "?"))
             await self._fail("internal_error", "The session failed; no further deltas.")
@@ -177,7 +204,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.decoder = PcmDecoder(media_type)
         requested = bool(frame.get("diarize", False))
         assert self.principal is not None
-        self.diarizer, labelled = await _in_thread(services.open_stream)(self.principal, requested)
+        self.diarizer, labelled = await _in_thread(services.open_stream)(
+            self.principal, requested, self.session_id
+        )
         ready: dict[str, Any] = {
             "type": "ready",
             "backend_used": settings.STREAM_BACKEND_NAME,
@@ -235,7 +264,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         diarizer, self.diarizer = self.diarizer, None
         if diarizer is not None and self.principal is not None:
             await _in_thread(services.close_stream)(
-                self.principal, diarizer.matched, diarizer.received_s
+                self.principal, self.session_id, diarizer.matched, diarizer.received_s
             )
 
     async def _fail(self, code: str, message: str) -> None:

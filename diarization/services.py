@@ -36,6 +36,7 @@ from enrollment.services import MULTIPART_OVERHEAD_BYTES
 from nodes import registry
 from nodes.models import Node
 from nodes.runtime import NodeRuntime, node_queue
+from operations import rate_limits
 
 if TYPE_CHECKING:
     from diarization.streaming import StreamDiarizer
@@ -608,8 +609,50 @@ def deliver_webhook(job_id: str) -> str:
 # --- streaming (API side) ---------------------------------------------------------------------
 
 
-def open_stream(principal: ApiPrincipal, diarize_requested: bool) -> tuple[StreamDiarizer, bool]:
-    """A session's diarizer; labels only when asked for and the key holds scaiecho:diarize."""
+# How long a session's slot outlives its last renewal (the consumer renews it every few
+# seconds): the slots of an API process that died lapse after this.
+STREAM_SLOT_LEASE_S = 30
+
+
+def _stream_slots(principal: ApiPrincipal) -> str:
+    return f"streams:{principal.tenant.id}"
+
+
+def hold_stream_slot(principal: ApiPrincipal, session_id: str) -> None:
+    """Takes, or renews, one of the tenant's STREAM_MAX_SESSIONS_PER_TENANT session slots."""
+    from diarization.streaming import StreamError
+
+    try:
+        rate_limits.take_slot(
+            _stream_slots(principal),
+            session_id,
+            settings.STREAM_MAX_SESSIONS_PER_TENANT,
+            STREAM_SLOT_LEASE_S,
+        )
+    except rate_limits.SlotsTaken as taken:
+        raise StreamError(
+            "too_many_sessions",
+            f"This tenant already has {taken.limit} open streaming sessions "
+            "(STREAM_MAX_SESSIONS_PER_TENANT); close one or retry later.",
+        ) from taken
+
+
+def open_stream(
+    principal: ApiPrincipal, diarize_requested: bool, session_id: str
+) -> tuple[StreamDiarizer, bool]:
+    """A session's diarizer, in one of the tenant's session slots; labels only when asked for
+    and the key holds scaiecho:diarize."""
+    hold_stream_slot(principal, session_id)
+    try:
+        return _stream_diarizer(principal, diarize_requested)
+    except BaseException:
+        rate_limits.release_slot(_stream_slots(principal), session_id)
+        raise
+
+
+def _stream_diarizer(
+    principal: ApiPrincipal, diarize_requested: bool
+) -> tuple[StreamDiarizer, bool]:
     from silero_vad import load_silero_vad
 
     from diarization.selectors import stream_gallery
@@ -647,7 +690,11 @@ def speaker_is_live(speaker_id: str) -> bool:
     return Speaker.objects.filter(id=speaker_id, enrollment_status=EnrollmentStatus.READY).exists()
 
 
-def close_stream(principal: ApiPrincipal, matched: set[str], received_s: float) -> None:
+def close_stream(
+    principal: ApiPrincipal, session_id: str, matched: set[str], received_s: float
+) -> None:
+    """Frees the session's slot and records the session (and its matches' last use)."""
+    rate_limits.release_slot(_stream_slots(principal), session_id)
     now = timezone.now()
     with transaction.atomic():
         if matched:

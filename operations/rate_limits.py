@@ -40,3 +40,47 @@ def check(name: str, limit: int, window_s: int) -> None:
     used = redis_client().get(key)
     if used is not None and int(used) >= limit:
         raise RateLimited(max(1, remaining))
+
+
+class SlotsTaken(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"all {limit} slots are taken")
+        self.limit = limit
+
+
+# Holders are members of a sorted set scored by lease expiry: leases of a process that died
+# without releasing them lapse instead of holding a slot forever.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) == false
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def take_slot(name: str, holder: str, limit: int, lease_s: int) -> None:
+    """Leases one of ``limit`` concurrent slots to ``holder`` (again: renews its lease);
+    raises SlotsTaken when every slot is held."""
+    if limit <= 0:
+        return
+    now = time.time()
+    taken = redis_client().eval(
+        _TAKE_SLOT,
+        1,
+        f"scaiecho:slots:{name}",
+        now,
+        now + lease_s,
+        limit,
+        holder,
+        lease_s,
+    )
+    if not int(taken):
+        raise SlotsTaken(limit)
+
+
+def release_slot(name: str, holder: str) -> None:
+    redis_client().zrem(f"scaiecho:slots:{name}", holder)

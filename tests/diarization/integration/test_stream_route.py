@@ -671,3 +671,79 @@ def test_failed_stream_authentications_are_rate_limited(application, settings):
 
     assert run(lambda: attempt("se_000000000000_wrong"))["code"] == "invalid_api_key"
     assert run(lambda: attempt("se_000000000000_wrong"))["code"] == "rate_limited"
+
+
+# --- concurrent sessions ---------------------------------------------------------------------
+
+
+async def opened(application: Any, raw_key: str) -> tuple[Socket, dict[str, Any]]:
+    socket = Socket(application, bearer(raw_key))
+    await socket.connect()
+    await socket.send_json({"type": "open", "media_type": "audio/pcm"})
+    return socket, await socket.receive()
+
+
+def test_a_tenant_has_at_most_its_share_of_open_sessions(application, settings):
+    settings.STREAM_MAX_SESSIONS_PER_TENANT = 2
+    _, raw_key = make_key(make_tenant())
+    _, other_key = make_key(make_tenant())
+
+    async def scenario():
+        first, first_ready = await opened(application, raw_key)
+        second, second_ready = await opened(application, raw_key)
+        third, refused = await opened(application, raw_key)
+        refused_code = await third.close_code()
+        await third.disconnect()
+        other, other_ready = await opened(application, other_key)
+        await first.send_json({"type": "close"})
+        await first.receive()
+        await first.close_code()
+        await first.disconnect()
+        again, again_ready = await opened(application, raw_key)
+        for socket in (second, other, again):
+            await socket.disconnect()
+        return [first_ready, second_ready, other_ready, again_ready], refused, refused_code
+
+    ready, refused, refused_code = run(scenario)
+
+    assert [frame["type"] for frame in ready] == ["ready"] * 4
+    assert refused["type"] == "error" and refused["code"] == "too_many_sessions"
+    assert "STREAM_MAX_SESSIONS_PER_TENANT" in refused["message"]
+    assert refused_code == 4429
+
+
+def test_a_dropped_connection_frees_its_session_slot(application, settings):
+    settings.STREAM_MAX_SESSIONS_PER_TENANT = 1
+    _, raw_key = make_key(make_tenant())
+
+    async def scenario():
+        dropped, _ = await opened(application, raw_key)
+        await dropped.disconnect()  # no close frame: the client just went away
+        after, ready = await opened(application, raw_key)
+        await after.disconnect()
+        return ready
+
+    assert run(scenario)["type"] == "ready"
+
+
+def test_without_redis_a_session_is_refused_with_try_again_later(application, settings):
+    from nodes.registry import redis_client
+    from tests.live import free_port
+
+    _, raw_key = make_key(make_tenant())
+    shared_redis_url = settings.REDIS_URL
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    redis_client.cache_clear()
+
+    async def scenario():
+        socket = Socket(application, bearer(raw_key))
+        await socket.connect()
+        error = await expect_error(socket, "backend_unavailable", 1013)
+        await socket.disconnect()
+        return error
+
+    try:
+        assert "retry later" in run(scenario)["message"]
+    finally:
+        settings.REDIS_URL = shared_redis_url
+        redis_client.cache_clear()
