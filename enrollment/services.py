@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -37,6 +37,10 @@ BLOB_ERROR = "blob_error"
 NO_NODE_NOTE = (
     "No pyannote node is online: the speaker stays pending until a node comes online "
     "and takes the enrollment."
+)
+COMMIT_UNCONFIRMED_NOTE = (
+    "The database connection was lost as the enrollment committed; it was stored all the "
+    "same. The nodes get it from the reconciler within NODE_REQUEUE_AFTER_S."
 )
 
 
@@ -226,6 +230,19 @@ def enroll_speaker(
                     "client_ip": client_ip,
                 },
             )
+    except DatabaseError:
+        if not _committed_all_the_same(speaker_id):
+            _remove_blobs(store, written)
+            raise
+        # The post-commit sends never ran; the reconciler re-sends the queued assignments.
+        speaker = Speaker.objects.get(id=speaker_id)
+        return EnrollmentOutcome(
+            speaker=speaker,
+            consent_record=ConsentRecord.objects.get(speaker=speaker),
+            preflight=report,
+            enrolled_on=[],
+            note=COMMIT_UNCONFIRMED_NOTE,
+        )
     except BaseException:
         # Only a rollback gets here: the post-commit task sends are robust (logged, never
         # raised), and the reconciler re-sends what they could not.
@@ -246,6 +263,26 @@ def enroll_speaker(
         enrolled_on=enrolled_on,
         note=None if scheduled else NO_NODE_NOTE,
     )
+
+
+def _committed_all_the_same(speaker_id: uuid.UUID) -> bool:
+    """Whether the speaker was stored although the database call failed.
+
+    A connection lost while COMMIT is under way leaves its outcome unknown to the client:
+    the server may have committed. Asked on a fresh connection. When even that fails the
+    enrollment counts as not stored, so that no recording outlives a missing consent record.
+    """
+    if connection.in_atomic_block:
+        return False  # an enclosing transaction rolls back whatever happened here
+    connection.close()
+    try:
+        stored = Speaker.objects.filter(id=speaker_id).exists()
+    except DatabaseError:
+        logger.error("enrollment %s: cannot tell whether it was committed", speaker_id)
+        return False
+    if stored:
+        logger.warning("enrollment %s: committed, but the connection was lost", speaker_id)
+    return stored
 
 
 def _put(store: BlobStore, key: str, data: bytes, written: list[str]) -> StoredBlob:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, connections
 
+from audit.models import AuditEvent, ErasureAudit
 from consent.models import ConsentRecord
 from enrollment import preflight as preflight_module
 from enrollment.models import Speaker
@@ -55,6 +56,133 @@ def test_a_connection_lost_mid_enrollment_answers_503_and_leaves_nothing(
     assert listing.get("Versions", []) == []
     # The next request gets a fresh connection and is served.
     assert api.get("/v1/modules/scaiecho/speakers").status_code == 200
+
+
+def stored_keys(store) -> list[str]:
+    listing = store.client.list_object_versions(Bucket=store.bucket)
+    return sorted(version["Key"] for version in listing.get("Versions", []))
+
+
+@pytest.fixture
+def consent_then(monkeypatch):
+    """Runs a fault right after the consent record's INSERT, inside the enrollment's
+    transaction (the speaker row is already written by then)."""
+    from enrollment import services
+
+    def arm(fault):
+        original = services.record_consent
+
+        def record_consent_then_fault(**kwargs):
+            record = original(**kwargs)
+            fault()
+            return record
+
+        monkeypatch.setattr(services, "record_consent", record_consent_then_fault)
+
+    return arm
+
+
+def test_a_connection_lost_mid_transaction_rolls_everything_back(
+    live_db, s3_blob_store, consent_then
+):
+    api = client_for(make_key(make_tenant())[1])
+    consent_then(lambda: sever(connection.connection.info.backend_pid))
+
+    response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "database_unavailable"
+    connection.close()
+    assert Speaker.objects.count() == 0 and ConsentRecord.objects.count() == 0
+    assert stored_keys(s3_blob_store) == []  # both recordings were written, then removed
+
+
+def test_a_connection_lost_as_commit_is_sent_stores_nothing(
+    live_db, s3_blob_store, consent_then, monkeypatch
+):
+    """The connection dies with the transaction complete and COMMIT about to go out: the
+    server rolls it back, and the service knows it did."""
+    api = client_for(make_key(make_tenant())[1])
+    database = connections["default"]
+    original_commit = database._commit
+    armed = []
+    consent_then(lambda: armed.append(True))
+
+    def sever_then_commit():
+        if armed:
+            sever(database.connection.info.backend_pid)
+        return original_commit()
+
+    monkeypatch.setattr(database, "_commit", sever_then_commit)
+
+    response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "database_unavailable"
+    connection.close()
+    assert Speaker.objects.count() == 0 and ConsentRecord.objects.count() == 0
+    assert stored_keys(s3_blob_store) == []
+
+
+def test_a_commit_whose_answer_is_lost_keeps_what_was_committed(
+    live_db, s3_blob_store, consent_then, monkeypatch
+):
+    """COMMIT reaches the server, the connection dies before its answer arrives: the
+    enrollment is stored, so its recordings stay and the client gets the speaker."""
+    api = client_for(make_key(make_tenant())[1])
+    database = connections["default"]
+    original_commit = database._commit
+    armed = []
+    consent_then(lambda: armed.append(True))
+
+    def commit_then_sever():
+        done = original_commit()
+        if armed:
+            armed.clear()
+            sever(database.connection.info.backend_pid)
+            raise OperationalError("server closed the connection unexpectedly")
+        return done
+
+    monkeypatch.setattr(database, "_commit", commit_then_sever)
+
+    response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+
+    assert response.status_code == 201, response.content
+    body = response.json()["data"]
+    assert body["enrollment_status"] == "pending" and "connection was lost" in body["note"]
+    speaker = Speaker.objects.get(id=body["id"])
+    assert ConsentRecord.objects.filter(speaker=speaker).count() == 1
+    assert len(stored_keys(s3_blob_store)) == 2
+    assert AuditEvent.objects.filter(action="speaker.enrolled").count() == 1
+
+
+def test_a_connection_lost_mid_erasure_changes_nothing(live_db, s3_blob_store, monkeypatch):
+    from enrollment import services
+
+    api = client_for(make_key(make_tenant())[1])
+    created = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+    assert created.status_code == 201
+    speaker_id = created.json()["data"]["id"]
+    original = services.evict_everywhere
+
+    def sever_then_evict(speaker):
+        sever(connection.connection.info.backend_pid)
+        return original(speaker)
+
+    monkeypatch.setattr(services, "evict_everywhere", sever_then_evict)
+    refused = api.delete(f"/v1/modules/scaiecho/speakers/{speaker_id}")
+
+    assert refused.status_code == 503, refused.content
+    assert refused.json()["error"]["code"] == "database_unavailable"
+    connection.close()
+    speaker = Speaker.objects.get(id=speaker_id)
+    assert speaker.enrollment_status == "pending" and speaker.display_name == "Alice Example"
+    assert not ErasureAudit.objects.exists()
+    assert len(stored_keys(s3_blob_store)) == 2  # blobs go only after the erasure commits
+    monkeypatch.setattr(services, "evict_everywhere", original)
+    erased = api.delete(f"/v1/modules/scaiecho/speakers/{speaker_id}")
+    assert erased.status_code == 200 and erased.json()["data"]["blobs_state"] == "deleted"
+    assert stored_keys(s3_blob_store) == []
 
 
 @pytest.mark.slow
