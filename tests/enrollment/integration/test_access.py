@@ -67,6 +67,29 @@ def test_keys_are_stored_only_as_hashes(tenant):
     assert all(secret not in str(value) for value in vars(stored).values())
 
 
+def test_a_key_with_a_known_prefix_is_checked_in_constant_time(tenant, monkeypatch):
+    """Keys are looked up by their public prefix; the secret's hash is then compared with
+    hmac.compare_digest, whose time does not depend on where the hashes differ."""
+    import hmac
+
+    from enrollment import auth
+
+    compared = []
+    compare_digest = hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return compare_digest(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    key, raw = make_key(tenant)
+    forged = raw[:-1] + ("A" if raw[-1] != "A" else "B")
+
+    assert client_for(forged).get(URL).status_code == 401
+    assert compared == [(key.key_sha256, auth.hash_api_key(forged))]
+    assert client_for(raw).get(URL).status_code == 200
+
+
 def test_openapi_schema_is_served():
     response = client_for(None).get("/v1/openapi.json")
     assert response.status_code == 200
