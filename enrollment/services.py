@@ -191,7 +191,7 @@ def enroll_speaker(
         )
 
     speaker_id = uuid.uuid4()
-    store = get_blob_store()
+    store = _blob_store()
     written: list[str] = []
     try:
         reference_blob = _put(
@@ -283,6 +283,16 @@ def _committed_all_the_same(speaker_id: uuid.UUID) -> bool:
     if stored:
         logger.warning("enrollment %s: committed, but the connection was lost", speaker_id)
     return stored
+
+
+def _blob_store() -> BlobStore:
+    try:
+        return get_blob_store()
+    except BlobStoreError as exc:
+        logger.warning("blob store unavailable: %s", exc)
+        raise BlobStoreUnavailable(
+            "The recording store is unavailable; nothing was stored. Try again later."
+        ) from exc
 
 
 def _put(store: BlobStore, key: str, data: bytes, written: list[str]) -> StoredBlob:
@@ -399,9 +409,9 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcom
 def delete_erased_blobs(erasure: ErasureAudit) -> bool:
     """Deletes every version of the erasure's blobs and confirms it; a failure is confirmed too
     (the receipt shows it) and retried by the orchestrator."""
-    store = get_blob_store()
     removed_bytes = removed_versions = 0
     try:
+        store = get_blob_store()
         for key in erasure.blob_keys:
             removed = store.delete_all_versions(key)
             removed_bytes += removed.bytes

@@ -1,6 +1,7 @@
 """Periodic compliance work, run by the orchestrator worker's beat."""
 
 from celery import shared_task
+from django.conf import settings
 
 from enrollment import services
 
@@ -12,4 +13,5 @@ def erase_expired_speakers() -> int:
 
 @shared_task(name="enrollment.tasks.retry_blob_erasures", acks_late=True)
 def retry_blob_erasures() -> int:
-    return services.retry_blob_erasures()
+    # Younger erasures may still be deleting their blobs in the request that made them.
+    return services.retry_blob_erasures(settings.NODE_REQUEUE_AFTER_S)

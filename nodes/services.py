@@ -427,6 +427,17 @@ def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> bool:
     return True
 
 
+def defer_warm(node_id: str, speaker_id: str, error: str) -> None:
+    """Hands work that a dependency outage kept from finishing to the reconciler.
+
+    The assignment stays queued (so the speaker stays pending, never failed by an outage) with
+    the error kept on it, and the reconciler sends it again ``NODE_REQUEUE_AFTER_S`` from now.
+    """
+    NodeAssignment.objects.filter(
+        speaker_id=speaker_id, node_id=node_id, state=AssignmentState.QUEUED
+    ).update(queued_at=timezone.now(), last_error=error[:2000])
+
+
 def record_failure(node_id: str, speaker_id: str, error: str) -> None:
     """Keeps the node's error; the speaker fails only when no node can still hold it."""
     NodeAssignment.objects.filter(speaker_id=speaker_id, node_id=node_id).update(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from nodes import services
 from nodes.runtime import current_node
+
+OUTAGES = (services.NodeWorkError, RedisError, DatabaseError)
 
 
 @shared_task(
@@ -21,12 +25,19 @@ def warm_speaker(self: Task, speaker_id: str) -> str:
     try:
         return services.warm_here(runtime, speaker_id)
     except Exception as exc:
-        # Anything but a NodeWorkError (a database or Redis blip, a bug) counts as transient.
+        # Anything but a permanent NodeWorkError (an outage, a bug) is retried first.
         permanent = isinstance(exc, services.NodeWorkError) and exc.permanent
-        if permanent or self.request.retries >= settings.NODE_TASK_MAX_RETRIES:
-            services.record_failure(runtime.node_id, speaker_id, str(exc))
-            return "failed"
-        raise self.retry(exc=exc, countdown=services.retry_delay_s(self.request.retries)) from exc
+        if not permanent and self.request.retries < settings.NODE_TASK_MAX_RETRIES:
+            raise self.retry(
+                exc=exc, countdown=services.retry_delay_s(self.request.retries)
+            ) from exc
+        if not permanent and isinstance(exc, OUTAGES):
+            # The blob store, Redis or PostgreSQL is still down: an outage says nothing about
+            # the recording, so the work goes back to the reconciler instead of failing.
+            services.defer_warm(runtime.node_id, speaker_id, str(exc))
+            return "deferred"
+        services.record_failure(runtime.node_id, speaker_id, str(exc))
+        return "failed"
 
 
 @shared_task(name=services.EVICT_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import threading
+from urllib.parse import urlsplit
 
 import redis as redis_lib
 
@@ -33,6 +34,74 @@ class HangingEndpoint:
         self.server.close()
         for held in self.held:
             held.close()
+
+
+class SwitchableProxy:
+    """A TCP proxy in front of an S3 endpoint that a test switches between forwarding and
+    stalling: while stalled, requests (also on kept-alive connections) are swallowed and never
+    answered, which is what an S3 outage looks like to a client with timeouts."""
+
+    def __init__(self, upstream_url: str) -> None:
+        parts = urlsplit(upstream_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        self._forwarding = threading.Event()
+        self._forwarding.set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self._forwarding.clear()
+
+    def forward(self) -> None:
+        self._forwarding.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        while True:
+            try:
+                data = client.recv(65536)
+            except OSError:
+                data = b""
+            if data and not self._forwarding.is_set():
+                return  # stalled: the request is held unanswered; close() releases it
+            if not data:
+                break
+            if upstream is None:
+                upstream = socket.create_connection(self.upstream)
+                self.sockets.append(upstream)
+                threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            upstream.sendall(data)
+        for sock in (client, upstream):
+            if sock is not None:
+                sock.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+            except OSError:
+                break
+        target.close()
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.sockets:
+            sock.close()
 
 
 class PrivateRedis:

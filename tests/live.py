@@ -124,17 +124,21 @@ class NodeProcess:
 
 
 class OrchestratorProcess(NodeProcess):
-    """The orchestrator's Celery worker (degraded completions, webhooks), without beat."""
+    """The orchestrator's Celery worker (degraded completions, webhooks); with ``beat`` it also
+    runs the periodic work (reconciliation, blob-erasure retries) as one such worker does."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path):
+    def __init__(self, env: dict[str, str], log_dir: Path, beat: bool = False):
         super().__init__("orchestrator", env, log_dir)
+        self.beat = beat
 
     def start(self, wait: bool = True) -> OrchestratorProcess:
         log = self.log_path.open("ab")
+        beat = ["--beat", "--schedule", str(self.log_path.parent / "celerybeat-schedule")]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo"]
             + ["--queues", "orchestrator", "--without-gossip", "--without-mingle"]
-            + ["--loglevel", "INFO"],
+            + ["--loglevel", "INFO"]
+            + (beat if self.beat else []),
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -191,9 +195,9 @@ class Cluster:
             node.wait_until_candidate()
         return started
 
-    def orchestrator(self) -> OrchestratorProcess:
+    def orchestrator(self, beat: bool = False) -> OrchestratorProcess:
         if "orchestrator" not in self.nodes:
-            self.nodes["orchestrator"] = OrchestratorProcess(self.env, self.log_dir).start()
+            self.nodes["orchestrator"] = OrchestratorProcess(self.env, self.log_dir, beat).start()
         return self.nodes["orchestrator"]  # type: ignore[return-value]
 
     def stop_all(self) -> None:
