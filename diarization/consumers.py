@@ -132,10 +132,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if self.diarizer is not None and now - slot_renewed_at > SLOT_RENEWAL_S:
                 slot_renewed_at = now
                 try:
-                    await _in_thread(services.hold_stream_slot)(self.principal, self.session_id)
-                except StreamError as exc:
-                    await self._fail(exc.code, exc.message)
-                    return
+                    await _in_thread(services.renew_stream_slot)(self.principal, self.session_id)
                 except RedisError:
                     # A Redis blip does not end a running session; the next renewal retries.
                     logger.warning("stream session %s: slot renewal failed", self.session_id)

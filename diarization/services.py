@@ -16,6 +16,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from audit.services import record_event
 from diarization.engine import (
@@ -618,8 +619,8 @@ def _stream_slots(principal: ApiPrincipal) -> str:
     return f"streams:{principal.tenant.id}"
 
 
-def hold_stream_slot(principal: ApiPrincipal, session_id: str) -> None:
-    """Takes, or renews, one of the tenant's STREAM_MAX_SESSIONS_PER_TENANT session slots."""
+def _take_stream_slot(principal: ApiPrincipal, session_id: str) -> None:
+    """Takes one of the tenant's STREAM_MAX_SESSIONS_PER_TENANT session slots."""
     from diarization.streaming import StreamError
 
     try:
@@ -642,12 +643,30 @@ def open_stream(
 ) -> tuple[StreamDiarizer, bool]:
     """A session's diarizer, in one of the tenant's session slots; labels only when asked for
     and the key holds scaiecho:diarize."""
-    hold_stream_slot(principal, session_id)
+    _take_stream_slot(principal, session_id)
     try:
         return _stream_diarizer(principal, diarize_requested)
     except BaseException:
-        rate_limits.release_slot(_stream_slots(principal), session_id)
+        _release_stream_slot(principal, session_id)
         raise
+
+
+def renew_stream_slot(principal: ApiPrincipal, session_id: str) -> None:
+    """Keeps an open session's slot; one lost meanwhile (Redis restarted empty) is not taken
+    again, so a renewal racing the session's end can never bring its slot back."""
+    if settings.STREAM_MAX_SESSIONS_PER_TENANT <= 0:
+        return
+    if not rate_limits.renew_slot(_stream_slots(principal), session_id, STREAM_SLOT_LEASE_S):
+        logger.warning("stream session %s: its slot was lost; it runs on uncounted", session_id)
+
+
+def _release_stream_slot(principal: ApiPrincipal, session_id: str) -> None:
+    if settings.STREAM_MAX_SESSIONS_PER_TENANT <= 0:
+        return
+    try:
+        rate_limits.release_slot(_stream_slots(principal), session_id)
+    except RedisError:
+        logger.warning("stream session %s: slot not released; its lease lapses", session_id)
 
 
 def _stream_diarizer(
@@ -693,15 +712,19 @@ def speaker_is_live(speaker_id: str) -> bool:
 def close_stream(
     principal: ApiPrincipal, session_id: str, matched: set[str], received_s: float
 ) -> None:
-    """Frees the session's slot and records the session (and its matches' last use)."""
-    rate_limits.release_slot(_stream_slots(principal), session_id)
+    """Records the session (and its matches' last use), then frees its slot."""
     now = timezone.now()
-    with transaction.atomic():
-        if matched:
-            Speaker.objects.filter(id__in=matched, tenant=principal.tenant).update(last_used_at=now)
-        record_event(
-            "stream.closed",
-            actor=principal.actor,
-            tenant_id=str(principal.tenant.id),
-            details={"matched_speaker_ids": sorted(matched), "audio_s": round(received_s, 3)},
-        )
+    try:
+        with transaction.atomic():
+            if matched:
+                Speaker.objects.filter(id__in=matched, tenant=principal.tenant).update(
+                    last_used_at=now
+                )
+            record_event(
+                "stream.closed",
+                actor=principal.actor,
+                tenant_id=str(principal.tenant.id),
+                details={"matched_speaker_ids": sorted(matched), "audio_s": round(received_s, 3)},
+            )
+    finally:
+        _release_stream_slot(principal, session_id)

@@ -19,6 +19,10 @@ class BlobStoreError(Exception):
     """The blob store failed; nothing is known to be written."""
 
 
+class BlobMissing(BlobStoreError):
+    """The store answered: there is no such blob (not an outage; asking again will not help)."""
+
+
 @dataclass(frozen=True)
 class StoredBlob:
     key: str
@@ -75,6 +79,8 @@ class LocalBlobStore:
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobMissing(f"no blob {key}") from exc
         except OSError as exc:
             raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
 
@@ -150,7 +156,11 @@ class S3BlobStore:
 
         try:
             return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BlobMissing(f"no blob {key}") from exc
+            raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
+        except BotoCoreError as exc:
             raise BlobStoreError(f"cannot read blob {key}: {exc}") from exc
 
     def delete_all_versions(self, key: str) -> BlobRemoval:

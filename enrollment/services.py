@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import io
 import logging
 import secrets
@@ -38,9 +39,11 @@ NO_NODE_NOTE = (
     "No pyannote node is online: the speaker stays pending until a node comes online "
     "and takes the enrollment."
 )
+# How long an enrollment whose connection was lost waits to learn its transaction's outcome.
+COMMIT_OUTCOME_WAIT_S = 10.0
 COMMIT_UNCONFIRMED_NOTE = (
     "The database connection was lost as the enrollment committed; it was stored all the "
-    "same. The nodes get it from the reconciler within NODE_REQUEUE_AFTER_S."
+    "same. The nodes get it from the reconciler after about NODE_REQUEUE_AFTER_S."
 )
 
 
@@ -193,6 +196,7 @@ def enroll_speaker(
     speaker_id = uuid.uuid4()
     store = _blob_store()
     written: list[str] = []
+    transaction_ids: list[str] = []  # to ask what became of it if the connection is lost
     try:
         reference_blob = _put(
             store, recording_key(tenant, speaker_id, "reference"), reference_bytes, written
@@ -202,6 +206,7 @@ def enroll_speaker(
         )
         with transaction.atomic():
             speaker = _create_speaker(speaker_id, principal, profile, report, reference_blob)
+            transaction_ids.append(_current_transaction_id())
             assert report.consent.audio is not None
             consent_record = record_consent(
                 speaker=speaker,
@@ -231,9 +236,18 @@ def enroll_speaker(
                 },
             )
     except DatabaseError:
-        if not _committed_all_the_same(speaker_id):
+        outcome = _commit_outcome(transaction_ids[0] if transaction_ids else None)
+        if outcome is CommitOutcome.ABORTED:
             _remove_blobs(store, written)
             raise
+        if outcome is CommitOutcome.UNKNOWN:
+            # It may yet commit: its recordings stay rather than leave a consent record
+            # pointing at nothing. An operator resolves it from this line.
+            logger.error(
+                "enrollment %s: commit outcome unknown; recordings kept at %s", speaker_id, written
+            )
+            raise
+        logger.warning("enrollment %s: committed, but the connection was lost", speaker_id)
         # The post-commit sends never ran; the reconciler re-sends the queued assignments.
         speaker = Speaker.objects.get(id=speaker_id)
         return EnrollmentOutcome(
@@ -265,24 +279,45 @@ def enroll_speaker(
     )
 
 
-def _committed_all_the_same(speaker_id: uuid.UUID) -> bool:
-    """Whether the speaker was stored although the database call failed.
+class CommitOutcome(enum.Enum):
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    UNKNOWN = "unknown"
 
-    A connection lost while COMMIT is under way leaves its outcome unknown to the client:
-    the server may have committed. Asked on a fresh connection. When even that fails the
-    enrollment counts as not stored, so that no recording outlives a missing consent record.
+
+def _current_transaction_id() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id()::text")
+        return str(cursor.fetchone()[0])
+
+
+def _commit_outcome(transaction_id: str | None) -> CommitOutcome:
+    """What became of the enrollment's transaction after a database call failed.
+
+    A connection lost while COMMIT is under way leaves its outcome unknown to the client: the
+    server may have committed, or may still be committing (a slow flush, a synchronous
+    standby). PostgreSQL is asked on a fresh connection until the transaction is no longer
+    in progress, for at most COMMIT_OUTCOME_WAIT_S.
     """
     if connection.in_atomic_block:
-        return False  # an enclosing transaction rolls back whatever happened here
+        return CommitOutcome.ABORTED  # an enclosing transaction rolls everything back
+    if transaction_id is None:
+        return CommitOutcome.ABORTED  # it failed before its first write
     connection.close()
-    try:
-        stored = Speaker.objects.filter(id=speaker_id).exists()
-    except DatabaseError:
-        logger.error("enrollment %s: cannot tell whether it was committed", speaker_id)
-        return False
-    if stored:
-        logger.warning("enrollment %s: committed, but the connection was lost", speaker_id)
-    return stored
+    deadline = time.monotonic() + COMMIT_OUTCOME_WAIT_S
+    while True:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_xact_status(%s::xid8)", [transaction_id])
+                status = cursor.fetchone()[0]
+        except DatabaseError:
+            connection.close()
+            status = None
+        if status in ("committed", "aborted"):
+            return CommitOutcome(status)
+        if time.monotonic() > deadline:
+            return CommitOutcome.UNKNOWN
+        time.sleep(0.2)
 
 
 def _blob_store() -> BlobStore:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from audit.models import ErasureAudit
 from audit.services import confirm_erasure, record_event
 from enrollment.audio import AudioRejected, decode_audio
-from enrollment.blobs import BlobStoreError, get_blob_store, sha256_hex
+from enrollment.blobs import BlobMissing, BlobStoreError, get_blob_store, sha256_hex
 from enrollment.errors import ServiceError
 from enrollment.models import EnrollmentStatus, Speaker
 from nodes import registry
@@ -349,6 +349,8 @@ def purge_erased(runtime: NodeRuntime) -> list[str]:
 def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
     try:
         data = get_blob_store().get(speaker.reference_blob_key)
+    except BlobMissing as exc:
+        raise NodeWorkError("reference_missing", str(exc), permanent=True) from exc
     except BlobStoreError as exc:
         raise NodeWorkError("blob_unavailable", str(exc), permanent=False) from exc
     digest = sha256_hex(data)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from redis.exceptions import RedisError
 
 from nodes import services
 from nodes.runtime import current_node
 
-OUTAGES = (services.NodeWorkError, RedisError, DatabaseError)
+# What a dependency's outage raises (non-permanent NodeWorkErrors are the blob store's).
+logger = logging.getLogger(__name__)
+
+OUTAGES = (services.NodeWorkError, RedisError, OperationalError, InterfaceError)
 
 
 @shared_task(
@@ -34,7 +39,11 @@ def warm_speaker(self: Task, speaker_id: str) -> str:
         if not permanent and isinstance(exc, OUTAGES):
             # The blob store, Redis or PostgreSQL is still down: an outage says nothing about
             # the recording, so the work goes back to the reconciler instead of failing.
-            services.defer_warm(runtime.node_id, speaker_id, str(exc))
+            try:
+                services.defer_warm(runtime.node_id, speaker_id, str(exc))
+            except DatabaseError:
+                # The database is the outage: the assignment is still queued all the same.
+                logger.warning("warm of %s deferred unrecorded: %s", speaker_id, exc)
             return "deferred"
         services.record_failure(runtime.node_id, speaker_id, str(exc))
         return "failed"

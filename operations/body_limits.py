@@ -3,7 +3,9 @@
 Django's ASGI handler spools a whole request body before any view runs, so a limit checked in
 a view comes only after an oversized body was read to the end. This ASGI middleware sits in
 front of Django: a declared length over the route's limit is answered 413 without reading the
-body, and a chunked body (no Content-Length) is cut off as soon as it grows past the limit.
+body; a chunked body, and any body whose length was not declared, is cut off as soon as it
+grows past the limit. Upload routes declare their limit for POST, PUT and PATCH; every other
+request gets REQUEST_MAX_BODY_BYTES.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ def accepts_body_up_to(limit: Callable[[], int]) -> Callable[[View], View]:
     return declare
 
 
-def body_limit_for(path: str) -> tuple[int, str]:
-    """The largest body accepted on ``path`` and the route pattern it resolves to."""
+UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def body_limit_for(path: str, method: str) -> tuple[int, str]:
+    """The largest body accepted for ``method`` on ``path``, and the route pattern."""
     try:
         match = resolve(path)
     except Resolver404:
@@ -54,17 +59,15 @@ def body_limit_for(path: str) -> tuple[int, str]:
     declared = getattr(view_class, "max_body_bytes", None) or getattr(
         match.func, "max_body_bytes", None
     )
-    limit = declared() if declared is not None else settings.REQUEST_MAX_BODY_BYTES
-    return limit, match.route
+    if declared is None or method not in UPLOAD_METHODS:
+        return settings.REQUEST_MAX_BODY_BYTES, match.route
+    return declared(), match.route
 
 
-def _declared_length(scope: Scope) -> int | None:
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name == wanted:
+            return bytes(value)
     return None
 
 
@@ -78,20 +81,50 @@ class RequestBodyLimit:
             return
         started = time.perf_counter()
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-        limit, route = body_limit_for(path)
-        declared = _declared_length(scope)
-        if declared is not None:
-            # The server holds the client to its declared length.
-            if declared > limit:
-                await _refuse(
-                    scope, send, route, limit, f"The request body is {declared} bytes", started
-                )
-                return
-            await self.app(scope, receive, send)
+        limit, route = body_limit_for(path, scope.get("method", "GET"))
+
+        def refuse(what: str) -> Awaitable[None]:
+            return _refuse(scope, send, route, limit, what, started)
+
+        if _header(scope, b"transfer-encoding") is not None:
+            # Chunked framing wins over any Content-Length sent with it (as servers frame it).
+            await self._gather_chunked(scope, receive, send, limit, refuse)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await refuse(f"The request body is {int(declared)} bytes")
             return
 
-        # A chunked body: Django parses forms only with a Content-Length, so the body is
-        # gathered here (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE), up to the limit.
+        received = 0
+        exceeded = False
+
+        async def counted_receive() -> Message:
+            # The server holds a client to its declared length; this is the limit's own guard.
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Django takes a disconnect while reading the body for an aborted request
+                    # and answers nothing; the 413 is sent below instead.
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counted_receive, send)
+        if exceeded:
+            await refuse(f"The request body passed {limit} bytes")
+
+    async def _gather_chunked(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limit: int,
+        refuse: Callable[[str], Awaitable[None]],
+    ) -> None:
+        # Django parses forms only with a Content-Length, so the body is gathered here (spooled
+        # to disk past FILE_UPLOAD_MAX_MEMORY_SIZE), up to the limit, then handed on with one.
         with tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE) as body:
             size = 0
             while True:
@@ -100,16 +133,18 @@ class RequestBodyLimit:
                     return
                 size += len(message.get("body", b""))
                 if size > limit:
-                    await _refuse(
-                        scope, send, route, limit, f"The request body passed {limit} bytes", started
-                    )
+                    await refuse(f"The request body passed {limit} bytes")
                     return
                 body.write(message.get("body", b""))
                 if not message.get("more_body", False):
                     break
             body.seek(0)
-            headers = [*scope.get("headers", []), (b"content-length", str(size).encode())]
-
+            headers = [
+                (name, value)
+                for name, value in scope.get("headers", [])
+                if name not in (b"content-length", b"transfer-encoding")
+            ]
+            headers.append((b"content-length", str(size).encode()))
             replayed = False
 
             async def replay() -> Message:

@@ -48,39 +48,57 @@ class SlotsTaken(Exception):
         self.limit = limit
 
 
-# Holders are members of a sorted set scored by lease expiry: leases of a process that died
-# without releasing them lapse instead of holding a slot forever.
-_TAKE_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) == false
-    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+# Holders are members of a sorted set scored by lease expiry, on Redis's clock (API hosts'
+# clocks may differ): leases of a process that died without releasing them lapse.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+_TAKE_SLOT = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
     return 0
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+)
+# Only a slot still held is renewed: a renewal that arrives after the release, or after the
+# lease lapsed, adds nothing.
+_RENEW_SLOT = (
+    _NOW
+    + """
+local expires = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if expires == false or tonumber(expires) < now then
+    return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+
+def _slots(name: str) -> str:
+    return f"scaiecho:slots:{name}"
 
 
 def take_slot(name: str, holder: str, limit: int, lease_s: int) -> None:
-    """Leases one of ``limit`` concurrent slots to ``holder`` (again: renews its lease);
-    raises SlotsTaken when every slot is held."""
+    """Leases one of ``limit`` concurrent slots to ``holder``; raises SlotsTaken when every
+    slot is held."""
     if limit <= 0:
         return
-    now = time.time()
-    taken = redis_client().eval(
-        _TAKE_SLOT,
-        1,
-        f"scaiecho:slots:{name}",
-        now,
-        now + lease_s,
-        limit,
-        holder,
-        lease_s,
-    )
-    if not int(taken):
+    if not int(redis_client().eval(_TAKE_SLOT, 1, _slots(name), limit, lease_s, holder)):
         raise SlotsTaken(limit)
 
 
+def renew_slot(name: str, holder: str, lease_s: int) -> bool:
+    """Extends ``holder``'s lease; False when it holds no slot (released, lapsed or lost)."""
+    return bool(int(redis_client().eval(_RENEW_SLOT, 1, _slots(name), lease_s, holder)))
+
+
 def release_slot(name: str, holder: str) -> None:
-    redis_client().zrem(f"scaiecho:slots:{name}", holder)
+    redis_client().zrem(_slots(name), holder)

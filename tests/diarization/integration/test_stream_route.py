@@ -747,3 +747,28 @@ def test_without_redis_a_session_is_refused_with_try_again_later(application, se
     finally:
         settings.REDIS_URL = shared_redis_url
         redis_client.cache_clear()
+
+
+def test_a_session_is_recorded_even_when_its_slot_cannot_be_released(application, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from operations import rate_limits
+
+    _, raw_key = make_key(make_tenant())
+
+    def redis_gone(name: str, holder: str) -> None:
+        raise RedisConnectionError("connection refused")
+
+    async def scenario():
+        socket, ready = await opened(application, raw_key)
+        monkeypatch.setattr(rate_limits, "release_slot", redis_gone)
+        await socket.send_json({"type": "close"})
+        closed = await socket.receive()
+        await socket.close_code()
+        await socket.disconnect()
+        return ready, closed
+
+    ready, closed = run(scenario)
+
+    assert ready["type"] == "ready" and closed["type"] == "closed"
+    assert AuditEvent.objects.filter(action="stream.closed").count() == 1

@@ -16,8 +16,18 @@ from tests.factories import enrollment_form
 NODE = "node-x"
 
 
+class EmptyGallery:
+    def get(self, speaker_id):
+        return None
+
+    def put(self, speaker_id, entry):
+        raise AssertionError("these warms end before an embedding is computed")
+
+
 class Runtime:
     node_id = NODE
+    engine = None
+    gallery = EmptyGallery()
 
 
 @pytest.fixture
@@ -77,3 +87,14 @@ def test_anything_else_fails_the_assignment(queued_speaker, error, settings, mon
     assert assignment.state == AssignmentState.FAILED
     queued_speaker.refresh_from_db()
     assert queued_speaker.enrollment_status == "failed"
+
+
+def test_a_reference_gone_from_the_store_fails_at_once(queued_speaker, s3_blob_store):
+    """Not an outage: the store answers that the recording is not there, so retrying (or the
+    reconciler re-sending) cannot help."""
+    s3_blob_store.delete_all_versions(queued_speaker.reference_blob_key)
+    outcome = tasks.warm_speaker.apply(args=[str(queued_speaker.id)], retries=0)
+    assert outcome.get() == "failed"
+    assignment = NodeAssignment.objects.get(speaker=queued_speaker, node_id=NODE)
+    assert assignment.state == AssignmentState.FAILED
+    assert assignment.last_error.startswith("reference_missing")

@@ -29,6 +29,8 @@ ENROLL = "/v1/modules/scaiecho/speakers"
 DIARIZE = "/v1/modules/scaiecho/diarize"
 CONSOLE_ENROLL = "/console/speakers/new/"
 CHUNK = 64 * 1024
+FORM = (b"content-type", b"multipart/form-data; boundary=b")
+CHUNKED = (b"transfer-encoding", b"chunked")
 
 
 class Upload:
@@ -54,7 +56,9 @@ class Upload:
         return {"type": "http.request", "body": chunk, "more_body": not self.done}
 
 
-def call(path: str, upload: Upload, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, bytes]:
+def call(
+    path: str, upload: Upload, headers: list[tuple[bytes, bytes]], method: str = "POST"
+) -> tuple[int, dict, bytes]:
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -64,7 +68,7 @@ def call(path: str, upload: Upload, headers: list[tuple[bytes, bytes]]) -> tuple
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -95,12 +99,20 @@ def small_limits(settings):
 
 
 @pytest.mark.parametrize("route", [ENROLL, CONSOLE_ENROLL, DIARIZE, "warm"])
-def test_a_chunked_upload_is_cut_off_at_the_routes_limit(small_limits, route):
+@pytest.mark.parametrize(
+    "framing",
+    [
+        [CHUNKED],
+        # Both: servers frame the body as chunked, so the small declared length means nothing.
+        [(b"content-length", b"1"), CHUNKED],
+        [],  # no length at all, as HTTP/2 allows
+    ],
+    ids=["chunked", "chunked-with-content-length", "undeclared"],
+)
+def test_a_body_of_undeclared_length_is_cut_off_at_the_routes_limit(small_limits, route, framing):
     path, limit = next((p, n) for p, n in small_limits.items() if route in p)
     upload = Upload(endless_bytes=500 * 1024 * 1024)
-    status, headers, body = call(
-        path, upload, [(b"content-type", b"multipart/form-data; boundary=b")]
-    )
+    status, headers, body = call(path, upload, [FORM, *framing])
     assert status == 413
     error = json.loads(body)["error"]
     assert error["code"] == "upload_too_large" and error["limit_bytes"] == limit
@@ -125,16 +137,24 @@ def test_a_declared_length_over_the_limit_is_refused_unread(small_limits, route)
     assert upload.read == 0
 
 
-def test_a_body_within_the_limit_reaches_the_view(small_limits):
+@pytest.mark.parametrize(
+    "framing", [[CHUNKED], [(b"content-length", b"10000")], []], ids=["chunked", "declared", "none"]
+)
+def test_a_body_within_the_limit_reaches_the_view(small_limits, framing):
     # No key: the view itself answers, so the body was let through.
-    status, _, body = call(
-        ENROLL, Upload(b"x" * 10_000), [(b"content-type", b"multipart/form-data; boundary=b")]
-    )
+    status, _, body = call(ENROLL, Upload(b"x" * 10_000), [FORM, *framing])
     assert status == 401 and json.loads(body)["error"]["code"] == "unauthenticated"
 
 
+def test_an_upload_routes_limit_is_for_uploads_only(small_limits):
+    """A GET to the enrollment route takes no upload: the default limit applies."""
+    upload = Upload(endless_bytes=10 * 1024 * 1024)
+    status, _, body = call(ENROLL, upload, [CHUNKED], method="GET")
+    assert status == 413 and json.loads(body)["error"]["limit_bytes"] == 50_000
+
+
 def test_an_empty_chunked_body_reaches_the_view(small_limits):
-    status, _, body = call(f"{ENROLL}/{uuid.uuid4()}/warm", Upload(b""), [])
+    status, _, body = call(f"{ENROLL}/{uuid.uuid4()}/warm", Upload(b""), [CHUNKED])
     assert status == 401 and json.loads(body)["error"]["code"] == "unauthenticated"
 
 
@@ -147,6 +167,7 @@ def test_a_chunked_enrollment_within_the_limits_is_stored(live_db, loaded_models
         [
             (b"content-type", MULTIPART_CONTENT.encode()),
             (b"authorization", f"Bearer {key}".encode()),
+            CHUNKED,
         ],
     )
     assert status == 201, answer

@@ -12,7 +12,7 @@ from enrollment import preflight as preflight_module
 from enrollment.models import Speaker
 from tests.factories import client_for, enrollment_form, make_key, make_tenant
 from tests.faults import HangingEndpoint, PrivateRedis
-from tests.live import answers
+from tests.live import answers, free_port
 
 pytestmark = [pytest.mark.live]
 
@@ -154,6 +154,40 @@ def test_a_commit_whose_answer_is_lost_keeps_what_was_committed(
     assert ConsentRecord.objects.filter(speaker=speaker).count() == 1
     assert len(stored_keys(s3_blob_store)) == 2
     assert AuditEvent.objects.filter(action="speaker.enrolled").count() == 1
+
+
+def test_an_outcome_the_database_cannot_tell_keeps_the_recordings(
+    live_db, s3_blob_store, consent_then, monkeypatch, caplog
+):
+    """The connection dies as COMMIT goes out and the database then stays unreachable: the
+    service cannot learn whether the enrollment committed, so it answers 503 and keeps the
+    recordings (never a consent record pointing at nothing), naming them in an error line."""
+    from enrollment import services
+
+    monkeypatch.setattr(services, "COMMIT_OUTCOME_WAIT_S", 0.5)
+    api = client_for(make_key(make_tenant())[1])
+    database = connections["default"]
+    original_commit = database._commit
+    armed = []
+    consent_then(lambda: armed.append(True))
+
+    def sever_and_lose_the_database():
+        if armed:
+            sever(database.connection.info.backend_pid)
+            # From here on no new connection reaches PostgreSQL.
+            monkeypatch.setitem(database.settings_dict, "PORT", str(free_port()))
+        return original_commit()
+
+    monkeypatch.setattr(database, "_commit", sever_and_lose_the_database)
+
+    response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
+
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "database_unavailable"
+    monkeypatch.undo()
+    connection.close()
+    assert len(stored_keys(s3_blob_store)) == 2
+    assert any("commit outcome unknown" in r.getMessage() for r in caplog.records)
 
 
 def test_a_connection_lost_mid_erasure_changes_nothing(live_db, s3_blob_store, monkeypatch):

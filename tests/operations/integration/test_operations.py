@@ -150,17 +150,20 @@ def test_enrollments_are_limited_per_tenant(db, settings, tenant):
     assert api.get(SPEAKERS).status_code == 200  # reading is not limited
 
 
-def test_a_slot_is_held_once_per_holder_and_lapses_with_its_lease():
-    from operations import rate_limits
+def test_slots_are_leased_renewed_released_and_lapse():
+    from operations.rate_limits import SlotsTaken, release_slot, renew_slot, take_slot
 
-    rate_limits.take_slot("sessions:t", "a", 1, 1)
-    rate_limits.take_slot("sessions:t", "a", 1, 1)  # a renewal, not a second slot
-    with pytest.raises(rate_limits.SlotsTaken):
-        rate_limits.take_slot("sessions:t", "b", 1, 1)
+    take_slot("sessions:t", "a", 1, 1)
+    with pytest.raises(SlotsTaken):
+        take_slot("sessions:t", "b", 1, 1)
+    assert renew_slot("sessions:t", "a", 1)
     time.sleep(1.2)  # a's process died without releasing its slot: the lease lapses
-    rate_limits.take_slot("sessions:t", "b", 1, 30)
-    rate_limits.release_slot("sessions:t", "b")
-    rate_limits.take_slot("sessions:t", "c", 1, 30)
+    assert not renew_slot("sessions:t", "a", 1)
+    take_slot("sessions:t", "b", 1, 30)
+    release_slot("sessions:t", "b")
+    # A renewal that arrives after the release brings nothing back.
+    assert not renew_slot("sessions:t", "b", 30)
+    take_slot("sessions:t", "c", 1, 30)
 
 
 @pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer se_short"])
