@@ -52,7 +52,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return error_response(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "database_unavailable",
-            "The database is unavailable; nothing was stored. Try again later.",
+            "The database is unavailable; the request did not complete. Try again later.",
             headers={"Retry-After": "5"},
         )
     if isinstance(exc, Http404):
