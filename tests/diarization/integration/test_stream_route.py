@@ -772,3 +772,29 @@ def test_a_session_is_recorded_even_when_its_slot_cannot_be_released(application
 
     assert ready["type"] == "ready" and closed["type"] == "closed"
     assert AuditEvent.objects.filter(action="stream.closed").count() == 1
+
+
+def test_an_open_session_keeps_its_slot_past_the_lease(application, settings, monkeypatch):
+    """The watchdog renews the slot: a session open for longer than one lease still holds it
+    (without renewals it would lapse after 2 s and let a second session in)."""
+    from diarization import consumers, services
+
+    settings.STREAM_MAX_SESSIONS_PER_TENANT = 1
+    monkeypatch.setattr(services, "STREAM_SLOT_LEASE_S", 2)
+    monkeypatch.setattr(consumers, "SLOT_RENEWAL_S", 0.3)
+    _, raw_key = make_key(make_tenant())
+
+    async def scenario():
+        held, ready = await opened(application, raw_key)
+        await asyncio.sleep(5.0)  # the watchdog wakes once a second
+        second, refused = await opened(application, raw_key)
+        if refused["type"] == "error":
+            await second.close_code()
+        await second.disconnect()
+        await held.disconnect()
+        return ready, refused
+
+    ready, refused = run(scenario)
+
+    assert ready["type"] == "ready"
+    assert refused["code"] == "too_many_sessions"
