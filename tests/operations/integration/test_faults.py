@@ -82,6 +82,32 @@ def consent_then(monkeypatch):
     return arm
 
 
+@pytest.fixture
+def at_enrollment_commit(consent_then, monkeypatch):
+    """Runs faults around the COMMIT of the enrollment's transaction: ``before`` as it is about
+    to go out, ``after`` once the server has committed. Other commits are left alone."""
+    database = connections["default"]
+    original_commit = database._commit
+    armed = []
+    consent_then(lambda: armed.append(True))
+
+    def arm(before=None, after=None):
+        def commit():
+            if not armed:
+                return original_commit()
+            armed.clear()
+            if before is not None:
+                before(database)
+            done = original_commit()
+            if after is not None:
+                after(database)
+            return done
+
+        monkeypatch.setattr(database, "_commit", commit)
+
+    return arm
+
+
 def test_a_connection_lost_mid_transaction_rolls_everything_back(
     live_db, s3_blob_store, consent_then
 ):
@@ -98,22 +124,12 @@ def test_a_connection_lost_mid_transaction_rolls_everything_back(
 
 
 def test_a_connection_lost_as_commit_is_sent_stores_nothing(
-    live_db, s3_blob_store, consent_then, monkeypatch
+    live_db, s3_blob_store, at_enrollment_commit
 ):
     """The connection dies with the transaction complete and COMMIT about to go out: the
     server rolls it back, and the service knows it did."""
     api = client_for(make_key(make_tenant())[1])
-    database = connections["default"]
-    original_commit = database._commit
-    armed = []
-    consent_then(lambda: armed.append(True))
-
-    def sever_then_commit():
-        if armed:
-            sever(database.connection.info.backend_pid)
-        return original_commit()
-
-    monkeypatch.setattr(database, "_commit", sever_then_commit)
+    at_enrollment_commit(before=lambda database: sever(database.connection.info.backend_pid))
 
     response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
 
@@ -125,25 +141,17 @@ def test_a_connection_lost_as_commit_is_sent_stores_nothing(
 
 
 def test_a_commit_whose_answer_is_lost_keeps_what_was_committed(
-    live_db, s3_blob_store, consent_then, monkeypatch
+    live_db, s3_blob_store, at_enrollment_commit
 ):
     """COMMIT reaches the server, the connection dies before its answer arrives: the
     enrollment is stored, so its recordings stay and the client gets the speaker."""
     api = client_for(make_key(make_tenant())[1])
-    database = connections["default"]
-    original_commit = database._commit
-    armed = []
-    consent_then(lambda: armed.append(True))
 
-    def commit_then_sever():
-        done = original_commit()
-        if armed:
-            armed.clear()
-            sever(database.connection.info.backend_pid)
-            raise OperationalError("server closed the connection unexpectedly")
-        return done
+    def lose_the_answer(database):
+        sever(database.connection.info.backend_pid)
+        raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(database, "_commit", commit_then_sever)
+    at_enrollment_commit(after=lose_the_answer)
 
     response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
 
@@ -157,7 +165,7 @@ def test_a_commit_whose_answer_is_lost_keeps_what_was_committed(
 
 
 def test_an_outcome_the_database_cannot_tell_keeps_the_recordings(
-    live_db, s3_blob_store, consent_then, monkeypatch, caplog
+    live_db, s3_blob_store, at_enrollment_commit, monkeypatch, caplog
 ):
     """The connection dies as COMMIT goes out and the database then stays unreachable: the
     service cannot learn whether the enrollment committed, so it answers 503 and keeps the
@@ -166,19 +174,13 @@ def test_an_outcome_the_database_cannot_tell_keeps_the_recordings(
 
     monkeypatch.setattr(services, "COMMIT_OUTCOME_WAIT_S", 0.5)
     api = client_for(make_key(make_tenant())[1])
-    database = connections["default"]
-    original_commit = database._commit
-    armed = []
-    consent_then(lambda: armed.append(True))
 
-    def sever_and_lose_the_database():
-        if armed:
-            sever(database.connection.info.backend_pid)
-            # From here on no new connection reaches PostgreSQL.
-            monkeypatch.setitem(database.settings_dict, "PORT", str(free_port()))
-        return original_commit()
+    def sever_and_lose_the_database(database):
+        sever(database.connection.info.backend_pid)
+        # From here on no new connection reaches PostgreSQL.
+        monkeypatch.setitem(database.settings_dict, "PORT", str(free_port()))
 
-    monkeypatch.setattr(database, "_commit", sever_and_lose_the_database)
+    at_enrollment_commit(before=sever_and_lose_the_database)
 
     response = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
 
