@@ -2,7 +2,7 @@ import uuid
 
 from django.db import models
 
-from enrollment.models import Speaker, Tenant
+from tenancy.models import Tenant
 
 
 class AuditEvent(models.Model):
@@ -39,7 +39,10 @@ class ErasureAudit(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="erasures")
-    speaker = models.OneToOneField(Speaker, on_delete=models.PROTECT, related_name="erasure")
+    # A string reference: audit sits below enrollment in the layers.
+    speaker = models.OneToOneField(
+        "enrollment.Speaker", on_delete=models.PROTECT, related_name="erasure"
+    )
     reason = models.CharField(max_length=32, choices=ErasureReason.choices)
     requested_by = models.CharField(max_length=200)
     erased_at = models.DateTimeField()
@@ -55,6 +58,14 @@ class ErasureAudit(models.Model):
         return f"erasure {self.id} of {self.speaker_id}"
 
 
+class ErasureOutcome(models.TextChoices):
+    """What a confirmation of an erasure says."""
+
+    EVICTED = "evicted"  # a node dropped the embedding
+    BLOBS_DELETED = "blobs_deleted"  # every version of every recording is gone
+    BLOB_ERROR = "blob_error"  # the blob store failed; retried by the orchestrator
+
+
 class ErasureConfirmation(models.Model):
     """A later fact about an erasure (blobs deleted or failing, a node evicted); append-only."""
 
@@ -63,7 +74,7 @@ class ErasureConfirmation(models.Model):
         ErasureAudit, on_delete=models.PROTECT, related_name="confirmations"
     )
     node_id = models.CharField(max_length=64, blank=True)
-    outcome = models.CharField(max_length=16)  # evicted, blobs_deleted, blob_error
+    outcome = models.CharField(max_length=16, choices=ErasureOutcome.choices)
     detail = models.TextField(blank=True)
     bytes_deleted = models.BigIntegerField(null=True, blank=True)
     versions_deleted = models.IntegerField(null=True, blank=True)

@@ -5,9 +5,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from audit.models import AuditEvent, ErasureAudit
+from audit.models import AuditEvent, ErasureAudit, ErasureOutcome
 from consent.models import ConsentRecord
-from enrollment.models import Tenant
+from tenancy.models import Tenant
 
 
 def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
@@ -18,14 +18,14 @@ def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
     }
     blobs: dict[str, Any] = {"state": "pending", "detail": "", "bytes": 0, "versions": 0}
     for confirmation in erasure.confirmations.all():
-        if confirmation.outcome == "blobs_deleted":
+        if confirmation.outcome == ErasureOutcome.BLOBS_DELETED:
             blobs.update(
                 state="deleted",
                 detail="",
                 bytes=confirmation.bytes_deleted or 0,
                 versions=confirmation.versions_deleted or 0,
             )
-        elif confirmation.outcome == "blob_error":
+        elif confirmation.outcome == ErasureOutcome.BLOB_ERROR:
             if blobs["state"] != "deleted":
                 blobs.update(state="failing", detail=confirmation.detail)
         else:
@@ -36,7 +36,9 @@ def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
             )
     node_states = sorted(nodes.values(), key=lambda n: n["node_id"])
     errors = {
-        n["node_id"]: n.get("detail") or n["state"] for n in node_states if n["state"] != "evicted"
+        n["node_id"]: n.get("detail") or n["state"]
+        for n in node_states
+        if n["state"] != ErasureOutcome.EVICTED
     }
     if blobs["state"] != "deleted":
         errors["blob_store"] = blobs["detail"] or "pending"

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
-from enrollment.models import Tenant
+from tenancy.models import Tenant
 
 GENESIS_HASH = "0" * 64
 # One appender at a time, so that every event links to the one committed before it.

@@ -52,14 +52,11 @@ from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
 from pyannote.metrics.identification import IdentificationErrorRate  # noqa: E402
 
 from bench.common import LIBRISPEECH, RATE, decode  # noqa: E402
-from diarization.engine import (  # noqa: E402
-    DiarizationOptions,
-    EnrolledGallery,
-    diarize,
-)
-from nodes.engine import EmbeddingEngine, load_engine  # noqa: E402
-from nodes.vad import SileroVad, speech_only  # noqa: E402
+from diarization.engine import DiarizationOptions, diarize
 from tests import audio  # noqa: E402
+from voice.engines import EmbeddingEngine, load_engine
+from voice.gallery import EnrolledGallery
+from voice.vad import SileroVad, speech_only
 
 DIARIZATION_PAD_MS = 100  # the VAD padding the service's diarization uses
 COLLARS = (0.0, 0.5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -58,6 +60,13 @@ def isolate_environment(name: str) -> None:
         import redis
 
         redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+
+    # Without DATABASE_URL / REDIS_URL, embedded servers of this benchmark's own, stopped at exit.
+    from config import embedded
+
+    servers = contextlib.ExitStack()
+    servers.enter_context(embedded.running())
+    atexit.register(servers.close)
 
     import django
 

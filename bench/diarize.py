@@ -59,7 +59,7 @@ def conversation(
     The script holds each turn's speech as Silero finds it in the piece alone (a piece cut
     from an utterance may begin or end in a pause).
     """
-    from nodes.vad import get_vad
+    from voice.vad import get_vad
 
     rng = np.random.default_rng(seed)
     names = sorted(speakers)
@@ -213,7 +213,7 @@ def stream_part(port: int, key: str, held_out: dict, names: dict, seconds: float
 
 
 def matching_part(dimension: int) -> None:
-    from diarization.engine import EnrolledGallery
+    from voice.gallery import EnrolledGallery
 
     print("3. Matching one window against a gallery (this process, numpy)")
     rng = np.random.default_rng(0)

@@ -81,8 +81,9 @@ def main() -> None:
     from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
     from audit.services import verify_chain
     from bench.enroll import recordings
-    from enrollment.services import create_api_key, create_tenant
     from nodes import registry
+    from operations.services import create_api_key
+    from tenancy.services import create_tenant
 
     tenant = create_tenant("bench")
     _, key = create_api_key(tenant, ["scaiecho:enroll"])

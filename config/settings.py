@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "tenancy",
     "enrollment",
     "consent",
     "audit",
@@ -114,10 +115,12 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {"default": database_from_url(embedded.ensure_database_url())}
+# Without DATABASE_URL / REDIS_URL: the embedded servers under SCAIECHO_DATA_DIR, which
+# manage.py and the test suite start (config/embedded.py); importing this starts nothing.
+DATABASES = {"default": database_from_url(embedded.database_url())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = embedded.ensure_redis_url()
+REDIS_URL = embedded.redis_url()
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -134,11 +137,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 2_621_440)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["enrollment.auth.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["enrollment.auth.HasRequiredScopes"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tenancy.permissions.HasRequiredScopes"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "enrollment.api.errors.api_exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "enrollment.api.pagination.DataPagination",
+    "EXCEPTION_HANDLER": "common.api_errors.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "common.pagination.DataPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
 }

@@ -2,7 +2,7 @@ import uuid
 
 from django.db import models
 
-from enrollment.models import ApiKey, Speaker, Tenant
+from tenancy.models import ApiKey, Tenant
 
 
 class ConsentRecord(models.Model):
@@ -10,7 +10,10 @@ class ConsentRecord(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="consent_records")
-    speaker = models.ForeignKey(Speaker, on_delete=models.PROTECT, related_name="consent_records")
+    # A string reference: consent sits below enrollment in the layers.
+    speaker = models.ForeignKey(
+        "enrollment.Speaker", on_delete=models.PROTECT, related_name="consent_records"
+    )
 
     consent_user_full_name = models.CharField(max_length=200)
     consent_stated_purpose = models.CharField(max_length=1000)

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 
+from common.blobs import StoredBlob
 from consent.models import ConsentRecord
-from enrollment.blobs import StoredBlob
-from enrollment.models import ApiKey, Speaker
+from tenancy.models import ApiKey, Tenant
 
 
 def record_consent(
     *,
-    speaker: Speaker,
+    tenant: Tenant,
+    speaker_id: uuid.UUID,
     api_key: ApiKey,
     client_ip: str | None,
     full_name: str,
@@ -20,8 +22,8 @@ def record_consent(
     recording_speech_s: float,
 ) -> ConsentRecord:
     return ConsentRecord.objects.create(
-        tenant=speaker.tenant,
-        speaker=speaker,
+        tenant=tenant,
+        speaker_id=speaker_id,
         consent_user_full_name=full_name,
         consent_stated_purpose=stated_purpose,
         consent_text=consent_text,

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
 from consent.models import ConsentRecord
 from console.models import ConsoleMembership
-from enrollment.models import ApiKey, Tenant
+from tenancy.models import ApiKey, Tenant
 
 
 @admin.register(Tenant)

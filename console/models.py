@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from enrollment.models import ApiKey, Tenant
+from tenancy.models import ApiKey, Tenant
 
 
 class ConsoleRole(models.TextChoices):
@@ -27,7 +27,3 @@ class ConsoleMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role} of {self.tenant})"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == ConsoleRole.ADMIN

@@ -9,11 +9,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from common.errors import ServiceError
 from console.models import ConsoleMembership, ConsoleRole
-from enrollment.auth import ApiPrincipal
-from enrollment.errors import ServiceError
-from enrollment.models import Scope, Tenant
-from enrollment.services import create_api_key
+from operations.services import create_api_key
+from tenancy.auth import ApiPrincipal
+from tenancy.models import Scope, Tenant
 
 ROLE_SCOPES = {
     ConsoleRole.ADMIN: [Scope.ENROLL.value, Scope.AUDIT.value],

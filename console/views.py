@@ -22,6 +22,7 @@ from audit.api.serializers import AuditEventSerializer, ConsentRecordSerializer
 from audit.exports import export_response, in_chunks
 from audit.models import ErasureReason
 from audit.services import record_event, verify_chain
+from common.errors import PreflightRejected, ServiceError
 from consent.models import ConsentRecord
 from console.forms import AuditFilterForm, EnrollmentForm, SpeakerFilterForm
 from console.models import ConsoleMembership
@@ -29,18 +30,18 @@ from console.presenters import finding_explanations
 from console.services import principal_for
 from enrollment import selectors as enrollment_selectors
 from enrollment import services as enrollment_services
-from enrollment.errors import PreflightRejected, ServiceError
-from enrollment.models import Speaker
+from enrollment.models import EnrollmentStatus, Speaker
 from nodes import selectors as node_selectors
-from nodes import services as node_services
 from nodes.models import AssignmentState
+from nodes.services import orchestrator
 from operations.body_limits import accepts_body_up_to
+from tenancy import permissions
 
 View = Callable[..., HttpResponseBase]
 
 
 def console_view(*, admin: bool = False) -> Callable[[View], View]:
-    """Signed in, a member of a tenant and, for ``admin``, an admin; else 403."""
+    """Signed in, a member of a tenant and, for ``admin``, allowed to manage speakers; else 403."""
 
     def decorate(view: View) -> View:
         @login_required
@@ -53,9 +54,12 @@ def console_view(*, admin: bool = False) -> Callable[[View], View]:
             )
             if membership is None:
                 return _forbidden(request, "This account belongs to no tenant.")
-            if admin and not membership.is_admin:
+            # The console asks the same permission module as the API, with the member's key.
+            may_manage = permissions.allows(principal_for(membership), permissions.MANAGE_SPEAKERS)
+            if admin and not may_manage:
                 return _forbidden(request, "Auditors can read but not change anything.")
             request.membership = membership  # type: ignore[attr-defined]
+            request.may_manage_speakers = may_manage  # type: ignore[attr-defined]
             return view(request, *args, **kwargs)
 
         return wrapper
@@ -147,7 +151,11 @@ def speaker_enroll(request: HttpRequest) -> HttpResponse:
 def speaker_detail(request: HttpRequest, speaker_id: str) -> HttpResponse:
     speaker = _speaker(request, speaker_id)
     consent = ConsentRecord.objects.filter(speaker=speaker).order_by("recorded_at").first()
-    erasure = getattr(speaker, "erasure", None) if speaker.enrollment_status == "evicted" else None
+    erasure = (
+        getattr(speaker, "erasure", None)
+        if speaker.enrollment_status == EnrollmentStatus.EVICTED
+        else None
+    )
     return render(
         request,
         "console/speaker.html",
@@ -162,7 +170,7 @@ def speaker_detail(request: HttpRequest, speaker_id: str) -> HttpResponse:
 
 
 def _warm_state(speaker: Speaker) -> dict[str, Any]:
-    view = node_services.warm_view(speaker)
+    view = orchestrator.warm_view(speaker)
     return {
         "status": speaker.enrollment_status,
         "warm_node_ids": view.warm_node_ids,
@@ -183,7 +191,7 @@ def speaker_status(request: HttpRequest, speaker_id: str) -> JsonResponse:
 def speaker_rewarm(request: HttpRequest, speaker_id: str) -> HttpResponse:
     speaker = _speaker(request, speaker_id)
     try:
-        node_services.rewarm(speaker, [], principal_for(_membership(request)).actor)
+        orchestrator.rewarm(speaker, [], principal_for(_membership(request)).actor)
     except ServiceError as failure:
         return render(request, "console/forbidden.html", {"message": failure.message}, status=400)
     return redirect("console:speaker", speaker_id=speaker.id)

@@ -24,11 +24,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from diarization import services
+from common import rate_limits
+from diarization.services import streams
 from diarization.streaming import PcmDecoder, StreamDiarizer, StreamError
-from enrollment.auth import ApiPrincipal, resolve_api_key
-from enrollment.models import Scope
-from operations import rate_limits
+from tenancy.auth import ApiPrincipal, resolve_api_key
+from tenancy.permissions import STREAM, allows
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ CLOSE_CODES = {
 
 
 REDIS_DOWN = ("backend_unavailable", "The service's Redis is unavailable; retry later.")
-# Well inside services.STREAM_SLOT_LEASE_S, so that a live session never loses its slot.
+# Well inside streams.STREAM_SLOT_LEASE_S, so that a live session never loses its slot.
 SLOT_RENEWAL_S = 10.0
 
 
@@ -117,7 +117,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 )
             await self._fail("invalid_api_key", "Invalid or revoked API key.")
             return False
-        if not principal.has_scope(Scope.TRANSCRIBE.value):
+        if not allows(principal, STREAM):
             await self._fail("missing_scope", "This API key lacks the scope scaiecho:transcribe.")
             return False
         self.principal = principal
@@ -132,7 +132,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if self.diarizer is not None and now - slot_renewed_at > SLOT_RENEWAL_S:
                 slot_renewed_at = now
                 try:
-                    await _in_thread(services.renew_stream_slot)(self.principal, self.session_id)
+                    await _in_thread(streams.renew_stream_slot)(self.principal, self.session_id)
                 except RedisError:
                     # A Redis blip does not end a running session; the next renewal retries.
                     logger.warning("stream session %s: slot renewal failed", self.session_id)
@@ -201,7 +201,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.decoder = PcmDecoder(media_type)
         requested = bool(frame.get("diarize", False))
         assert self.principal is not None
-        self.diarizer, labelled = await _in_thread(services.open_stream)(
+        self.diarizer, labelled = await _in_thread(streams.open_stream)(
             self.principal, requested, self.session_id
         )
         ready: dict[str, Any] = {
@@ -260,7 +260,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Records the session (and the last use of every voiceprint it matched) once."""
         diarizer, self.diarizer = self.diarizer, None
         if diarizer is not None and self.principal is not None:
-            await _in_thread(services.close_stream)(
+            await _in_thread(streams.close_stream)(
                 self.principal, self.session_id, diarizer.matched, diarizer.received_s
             )
 

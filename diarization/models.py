@@ -2,7 +2,7 @@ import uuid
 
 from django.db import models
 
-from enrollment.models import ApiKey, Tenant
+from tenancy.models import ApiKey, Tenant
 
 
 class JobStatus(models.TextChoices):

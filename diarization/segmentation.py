@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from django.conf import settings
+from pyannote.core import SlidingWindowFeature
 
-from nodes.engine import SAMPLE_RATE, EngineUnavailable
-from nodes.vad import get_vad
+from voice.engines import SAMPLE_RATE, EngineUnavailable
+from voice.vad import get_vad
 
 Regions = list[tuple[int, int]]
 
@@ -44,6 +46,8 @@ class SileroDetector:
 class PyannoteSegmentation:
     def __init__(self, checkpoint: str, token: str | None = None):
         os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+        # Lazy: pyannote.audio takes seconds to import (and reads the variable above when it
+        # does), and only this optional detector needs it; the Silero default does not.
         from pyannote.audio import Inference, Model
 
         try:
@@ -57,6 +61,7 @@ class PyannoteSegmentation:
         model.eval()
         # Powerset outputs come back as per-speaker activities for each window.
         self._inference = Inference(model, window="sliding")
+        self._aggregate = Inference.aggregate
         self._frames = model.receptive_field
         local = Path(checkpoint)
         self.model_id = str(local.resolve()) if local.exists() else checkpoint
@@ -69,14 +74,11 @@ class PyannoteSegmentation:
         if data.ndim == 3:
             # (chunks, frames, local speakers): speakers are permuted from chunk to chunk, but
             # how many speak at once is not, so that count is what gets aggregated.
-            from pyannote.audio import Inference
-            from pyannote.core import SlidingWindowFeature
-
             counts = SlidingWindowFeature(
                 (data > 0.5).sum(axis=2, keepdims=True).astype(np.float32),
                 features.sliding_window,
             )
-            features = Inference.aggregate(
+            features = self._aggregate(
                 counts, frames=self._frames, hamming=False, missing=0.0, skip_average=False
             )
             active = np.rint(np.nan_to_num(np.asarray(features.data)[:, 0]))
@@ -108,8 +110,6 @@ def _runs(mask: np.ndarray, starts: np.ndarray, limit: int) -> Regions:
 
 @cache
 def get_speech_detector() -> SpeechDetector:
-    from django.conf import settings
-
     if settings.DIARIZE_SEGMENTATION_MODEL:
         return PyannoteSegmentation(settings.DIARIZE_SEGMENTATION_MODEL, settings.HF_TOKEN)
     return SileroDetector(settings.DIARIZE_VAD_PAD_MS)

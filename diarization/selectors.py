@@ -4,9 +4,10 @@ from typing import Any
 
 import numpy as np
 
-from diarization.engine import EnrolledGallery
 from diarization.models import DiarizationJob
-from enrollment.models import EnrollmentStatus, Speaker, Tenant
+from enrollment.models import EnrollmentStatus, Speaker
+from tenancy.models import Tenant
+from voice.gallery import EnrolledGallery
 
 
 def job_for_tenant(tenant: Tenant, job_id: str) -> DiarizationJob | None:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import torch
+from silero_vad import VADIterator
 
-from diarization.engine import MIN_EMBED_S, EnrolledGallery
-from nodes.engine import EmbeddingEngine
+from diarization.engine import MIN_EMBED_S
+from voice.engines import EmbeddingEngine
+from voice.gallery import EnrolledGallery
 
 SAMPLE_RATE = 16_000
 VAD_CHUNK = 512  # samples Silero takes at 16 kHz
@@ -190,8 +192,6 @@ class StreamDiarizer:
         label_speakers: bool,
         is_live: Callable[[str], bool],
     ):
-        from silero_vad import VADIterator
-
         self._engine = engine
         self._settings = settings
         self._vad = VADIterator(

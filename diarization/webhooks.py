@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from enrollment.errors import ServiceError
+from common.errors import ServiceError
 
 SIGNATURE_HEADER = "X-Scaiecho-Signature"
 DELIVERY_HEADER = "X-Scaiecho-Delivery"

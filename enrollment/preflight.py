@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from django.conf import settings
 
-from enrollment.audio import AudioRejected, DecodedAudio, decode_audio
-from nodes.engine import VOICEPRINT_HOP_S, EmbeddingEngine, get_engine
-from nodes.vad import SpeechRegion, get_vad, speech_only
+from common.audio import AudioRejected, DecodedAudio, decode_audio
+from voice.engines import VOICEPRINT_HOP_S, EmbeddingEngine, get_engine
+from voice.vad import SpeechRegion, get_vad, speech_only
 
 ERROR = "error"
 WARNING = "warning"

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 from django.db.models import QuerySet
 
-from enrollment.models import EnrollmentStatus, Speaker, Tenant
+from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.preflight import KnownVoiceprint
+from tenancy.models import Tenant
 
 
 def speakers_for_tenant(tenant: Tenant, status: str | None = None) -> QuerySet[Speaker]:

@@ -1,11 +1,10 @@
-"""Enrollment workflows: tenants and keys, and the speaker intake."""
+"""Enrollment workflows: the speaker intake and erasure (GDPR Art. 17)."""
 
 from __future__ import annotations
 
 import enum
 import io
 import logging
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,24 +16,25 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from audit.models import ErasureAudit, ErasureConfirmation, ErasureReason
+from audit.models import ErasureAudit, ErasureConfirmation, ErasureOutcome, ErasureReason
 from audit.services import confirm_erasure, record_event
+from common.blobs import BlobStore, BlobStoreError, StoredBlob, get_blob_store
+from common.errors import PreflightRejected, ServiceError, UploadTooLarge
+from common.metrics import FANOUT_LATENCY, observe_preflight
+from common.uploads import MULTIPART_OVERHEAD_BYTES
 from consent.models import ConsentRecord
 from consent.services import record_consent
-from enrollment.auth import KEY_PREFIX_LENGTH, ApiPrincipal, hash_api_key
-from enrollment.blobs import BlobStore, BlobStoreError, StoredBlob, get_blob_store
-from enrollment.errors import PreflightRejected, ServiceError, UploadTooLarge
-from enrollment.models import ALL_SCOPES, ApiKey, EnrollmentStatus, Speaker, Tenant
+from enrollment import lifecycle
+from enrollment.distribution import distribution
+from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.preflight import Preflight, PreflightReport
 from enrollment.selectors import tenant_voiceprints
-from nodes.engine import get_engine
-from nodes.services import evict_everywhere, fan_out_enrollment, wait_for_nodes
-from operations.metrics import FANOUT_LATENCY, observe_preflight
+from tenancy.auth import ApiPrincipal
+from tenancy.models import Tenant
+from voice.engines import get_engine
 
 logger = logging.getLogger(__name__)
 
-BLOBS_DELETED = "blobs_deleted"
-BLOB_ERROR = "blob_error"
 NO_NODE_NOTE = (
     "No pyannote node is online: the speaker stays pending until a node comes online "
     "and takes the enrollment."
@@ -59,53 +59,6 @@ class BlobStoreUnavailable(ServiceError):
     code = "blob_store_unavailable"
 
 
-def create_tenant(slug: str, name: str = "") -> Tenant:
-    tenant, _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": name or slug})
-    return tenant
-
-
-def webhook_secret(tenant: Tenant, *, rotate: bool = False) -> str:
-    """The secret that signs the tenant's webhook deliveries, made on first use."""
-    if tenant.webhook_secret and not rotate:
-        return tenant.webhook_secret
-    fresh = f"whsec_{secrets.token_urlsafe(32)}"
-    updated = Tenant.objects.filter(id=tenant.id)
-    if not rotate:
-        # Two first uses at once must agree on one secret.
-        updated = updated.filter(webhook_secret="")
-    updated.update(webhook_secret=fresh)
-    secret = Tenant.objects.values_list("webhook_secret", flat=True).get(id=tenant.id)
-    tenant.webhook_secret = secret
-    return secret
-
-
-def create_api_key(tenant: Tenant, scopes: list[str], name: str = "") -> tuple[ApiKey, str]:
-    """Returns the key row and the raw key, which is shown once and never stored."""
-    unknown = sorted(set(scopes) - set(ALL_SCOPES))
-    if unknown or not scopes:
-        raise ServiceError(
-            f"unknown scopes {unknown}" if unknown else "at least one scope is required",
-            details={"valid_scopes": ALL_SCOPES},
-        )
-    prefix = secrets.token_hex(KEY_PREFIX_LENGTH // 2)
-    raw_key = f"se_{prefix}_{secrets.token_urlsafe(32)}"
-    with transaction.atomic():
-        key = ApiKey.objects.create(
-            tenant=tenant,
-            name=name,
-            prefix=prefix,
-            key_sha256=hash_api_key(raw_key),
-            scopes=sorted(set(scopes)),
-        )
-        record_event(
-            "api_key.created",
-            actor="operator",
-            tenant=tenant,
-            details={"prefix": prefix, "scopes": key.scopes, "name": name},
-        )
-    return key, raw_key
-
-
 @dataclass(frozen=True)
 class SpeakerProfile:
     display_name: str
@@ -123,10 +76,6 @@ class EnrollmentOutcome:
     preflight: PreflightReport
     enrolled_on: list[str]
     note: str | None
-
-
-# Room for the multipart framing and the form fields around the recordings.
-MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
 def enrollment_body_limit() -> int:
@@ -209,7 +158,8 @@ def enroll_speaker(
             transaction_ids.append(_current_transaction_id())
             assert report.consent.audio is not None
             consent_record = record_consent(
-                speaker=speaker,
+                tenant=tenant,
+                speaker_id=speaker.id,
                 api_key=principal.api_key,
                 client_ip=client_ip,
                 full_name=profile.consent_user_full_name,
@@ -220,7 +170,7 @@ def enroll_speaker(
                 recording_speech_s=report.consent.speech_s,
             )
             # Tasks leave only once the rows are committed, so a node never misses them.
-            scheduled = fan_out_enrollment(speaker)
+            scheduled = distribution().fan_out(speaker)
             record_event(
                 "speaker.enrolled",
                 actor=principal.actor,
@@ -265,7 +215,9 @@ def enroll_speaker(
 
     waited = time.perf_counter()
     enrolled_on = (
-        wait_for_nodes(speaker, scheduled, settings.ENROLLMENT_ACK_WAIT_S) if scheduled else []
+        distribution().wait_until_warm(speaker, scheduled, settings.ENROLLMENT_ACK_WAIT_S)
+        if scheduled
+        else []
     )
     if enrolled_on:
         FANOUT_LATENCY.observe(time.perf_counter() - waited)
@@ -382,12 +334,12 @@ def _create_speaker(
 
 
 @dataclass
-class ErasureOutcome:
+class ErasureResult:
     erasure: ErasureAudit
     created: bool
 
 
-def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcome:
+def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureResult:
     """Tombstones the speaker, writes the receipt and sends an eviction to every node that
     may hold the embedding; once that is committed, deletes every version of both recordings.
 
@@ -397,21 +349,11 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcom
         speaker = Speaker.objects.select_for_update().get(id=speaker.id)
         existing = ErasureAudit.objects.filter(speaker=speaker).first()
         if existing is not None:
-            return ErasureOutcome(existing, created=False)
+            return ErasureResult(existing, created=False)
         consents = list(ConsentRecord.objects.filter(speaker=speaker))
-        previous_status = speaker.enrollment_status
-        node_ids = evict_everywhere(speaker)
+        node_ids = distribution().evict_everywhere(speaker)
+        lifecycle.tombstone(speaker.id, actor=actor)
         now = timezone.now()
-        Speaker.objects.filter(id=speaker.id).update(
-            enrollment_status=EnrollmentStatus.EVICTED,
-            display_name="",
-            description="",
-            voiceprint=None,
-            reference_sha256="",
-            preflight={},
-            updated_at=now,
-            status_changed_at=now,
-        )
         erasure = ErasureAudit.objects.create(
             tenant_id=speaker.tenant_id,
             speaker=speaker,
@@ -423,13 +365,6 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcom
             nodes_to_evict=node_ids,
         )
         record_event(
-            "speaker.status_changed",
-            actor=actor,
-            tenant_id=str(speaker.tenant_id),
-            speaker_id=str(speaker.id),
-            details={"from": previous_status, "to": EnrollmentStatus.EVICTED},
-        )
-        record_event(
             "speaker.erased",
             actor=actor,
             tenant_id=str(speaker.tenant_id),
@@ -438,7 +373,7 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureOutcom
         )
     # Only after the commit: a rollback must never leave a speaker whose recordings are gone.
     delete_erased_blobs(erasure)
-    return ErasureOutcome(erasure, created=True)
+    return ErasureResult(erasure, created=True)
 
 
 def delete_erased_blobs(erasure: ErasureAudit) -> bool:
@@ -453,12 +388,12 @@ def delete_erased_blobs(erasure: ErasureAudit) -> bool:
             removed_versions += removed.versions
     except BlobStoreError as exc:
         logger.warning("erasure %s: blob deletion failed: %s", erasure.id, exc)
-        confirm_erasure(erasure, node_id="", outcome=BLOB_ERROR, detail=str(exc))
+        confirm_erasure(erasure, node_id="", outcome=ErasureOutcome.BLOB_ERROR, detail=str(exc))
         return False
     confirm_erasure(
         erasure,
         node_id="",
-        outcome=BLOBS_DELETED,
+        outcome=ErasureOutcome.BLOBS_DELETED,
         detail="every version deleted",
         bytes_deleted=removed_bytes,
         versions_deleted=removed_versions,
@@ -468,7 +403,9 @@ def delete_erased_blobs(erasure: ErasureAudit) -> bool:
 
 def retry_blob_erasures(older_than_s: float = 60.0) -> int:
     """Finishes blob deletions that failed, or that a crash interrupted, after a while."""
-    done = ErasureConfirmation.objects.filter(outcome=BLOBS_DELETED).values("erasure_id")
+    done = ErasureConfirmation.objects.filter(outcome=ErasureOutcome.BLOBS_DELETED).values(
+        "erasure_id"
+    )
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     unfinished = ErasureAudit.objects.exclude(id__in=done).filter(erased_at__lte=cutoff)
     return sum(delete_erased_blobs(erasure) for erasure in unfinished)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-import redis
 from django.conf import settings
+
+from common.redis_client import redis_client
 
 PYANNOTE_ENGINE = "pyannote"
 NODES_KEY = "scaiecho:nodes"
@@ -29,11 +29,6 @@ def warm_key(speaker_id: str) -> str:
 
 def node_warm_key(node_id: str) -> str:
     return f"scaiecho:node-warm:{node_id}"
-
-
-@cache
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +16,10 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from diarization.engine import EnrolledGallery
+from common.redis_client import redis_client
 from nodes import registry
-from nodes.engine import EmbeddingEngine
+from voice.engines import EmbeddingEngine
+from voice.gallery import EnrolledGallery
 
 logger = logging.getLogger(__name__)
 
@@ -114,23 +116,13 @@ class NodeRuntime:
             sent_at=time.time(),
         )
 
-    def beat(self) -> None:
-        if registry.publish_heartbeat(self.heartbeat()):
-            # The registry lost us (first beat, expiry or a Redis flush, which may also have
-            # taken eviction messages): drop erased speakers, then republish what we hold.
-            from nodes.services import purge_erased
+    def start_heartbeats(self, beat: Callable[[], None]) -> None:
+        """Calls ``beat`` every NODE_HEARTBEAT_INTERVAL_S on a thread of its own."""
 
-            purge_erased(self)
-            registry.republish_warm(self.node_id, self.gallery.speaker_ids())
-        from nodes.models import Node
-
-        Node.objects.filter(node_id=self.node_id).update(last_seen_at=timezone.now())
-
-    def start_heartbeats(self) -> None:
         def loop() -> None:
             while not self._stop.wait(settings.NODE_HEARTBEAT_INTERVAL_S):
                 try:
-                    self.beat()
+                    beat()
                 except Exception:  # a broken beat must not kill the node; the next one retries
                     logger.exception("heartbeat of node %s failed", self.node_id)
                 finally:
@@ -141,7 +133,7 @@ class NodeRuntime:
 
     def stop(self) -> None:
         self._stop.set()
-        registry.redis_client().delete(registry.heartbeat_key(self.node_id))
+        redis_client().delete(registry.heartbeat_key(self.node_id))
 
 
 def node_queue(node_id: str) -> str:

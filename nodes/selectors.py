@@ -5,9 +5,9 @@ from datetime import datetime
 
 from django.db.models import Count
 
-from enrollment.models import Tenant
 from nodes import registry
 from nodes.models import AssignmentState, Node, NodeAssignment
+from tenancy.models import Tenant
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.urls import Resolver404, resolve
 
-from operations.metrics import REQUEST_LATENCY
+from common.metrics import REQUEST_LATENCY
 
 logger = logging.getLogger("scaiecho.access")
 

@@ -6,6 +6,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.db import connection
+
+from common.blobs import get_blob_store
+from common.redis_client import redis_client
+from nodes.registry import candidate_node_ids
+
 
 @dataclass(frozen=True)
 class Check:
@@ -25,29 +31,21 @@ def _timed(name: str, probe: Callable[[], str]) -> Check:
 
 
 def _database() -> str:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return "reachable"
 
 
 def _redis() -> str:
-    from nodes.registry import redis_client
-
     redis_client().ping()
     return "reachable"
 
 
 def _blob_store() -> str:
-    from enrollment.blobs import get_blob_store
-
     return get_blob_store().check()
 
 
 def _nodes() -> str:
-    from nodes.registry import candidate_node_ids
-
     live = candidate_node_ids()
     if not live:
         raise RuntimeError("no pyannote node is online")

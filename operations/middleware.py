@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from operations.metrics import REQUEST_LATENCY
+from common.metrics import REQUEST_LATENCY
 from operations.structured_logs import current_request_id
 
 logger = logging.getLogger("scaiecho.access")

@@ -38,7 +38,7 @@ def s3_blob_store(request, settings):
     """
     from moto import mock_aws
 
-    from enrollment.blobs import get_blob_store
+    from common.blobs import get_blob_store
 
     settings.BLOB_STORE = "s3"
     settings.S3_BUCKET = f"scaiecho-test-{uuid.uuid4().hex[:8]}"
@@ -55,7 +55,7 @@ def s3_blob_store(request, settings):
 
 @pytest.fixture(autouse=True)
 def clean_node_registry():
-    from nodes.registry import redis_client
+    from common.redis_client import redis_client
 
     client = redis_client()
     for key in client.scan_iter(match="scaiecho:*"):
@@ -116,8 +116,8 @@ def loaded_models():
     """Loads the preflight's models up front, so a slow first load cannot outlast a heartbeat."""
     import numpy as np
 
-    from nodes.engine import get_engine
-    from nodes.vad import get_vad
+    from voice.engines import get_engine
+    from voice.vad import get_vad
 
     get_vad().speech_regions(np.zeros(16_000, dtype=np.float32))
     get_engine().voiceprint(np.random.default_rng(0).normal(0, 0.01, 32_000).astype(np.float32))

@@ -7,9 +7,10 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from enrollment.auth import ApiPrincipal
-from enrollment.models import ALL_SCOPES, ApiKey, Tenant
-from enrollment.services import create_api_key, create_tenant
+from operations.services import create_api_key
+from tenancy.auth import ApiPrincipal
+from tenancy.models import ALL_SCOPES, ApiKey, Tenant
+from tenancy.services import create_tenant
 from tests import audio
 
 

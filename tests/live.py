@@ -39,7 +39,7 @@ def test_database_url() -> str:
 
 
 def clear_redis() -> None:
-    from nodes.registry import redis_client
+    from common.redis_client import redis_client
 
     client = redis_client()
     for pattern in SCAIECHO_KEYS:

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from audit.models import ErasureOutcome
+
 
 class AuditQuerySerializer(serializers.Serializer):
     speaker_id = serializers.UUIDField(required=False)
@@ -37,7 +39,8 @@ class AuditEventSerializer(serializers.Serializer):
 
 class NodeEvictionSerializer(serializers.Serializer):
     node_id = serializers.CharField()
-    state = serializers.ChoiceField(choices=["pending", "evicted", "failed"])
+    # "pending" until the node confirms; then the confirmation's outcome.
+    state = serializers.ChoiceField(choices=["pending", ErasureOutcome.EVICTED.value, "failed"])
     detail = serializers.CharField()
     confirmed_at = serializers.DateTimeField(required=False)
 

@@ -19,8 +19,8 @@ from audit.api.serializers import (
 )
 from audit.exports import export_response, in_chunks
 from audit.services import record_event, verify_chain
-from enrollment.api.pagination import DataPagination
-from enrollment.api.views import AUDIT, ENROLL, principal_of
+from common.pagination import DataPagination
+from tenancy.permissions import AUDIT, ENROLL, principal_of
 
 
 class AuditListView(APIView):

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from audit.immutability import REFUSE_CHANGE_FUNCTION
+from common.immutability import REFUSE_CHANGE_FUNCTION
 
 
 class Migration(migrations.Migration):

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from audit.immutability import protect_table
+from common.immutability import protect_table
 
 
 class Migration(migrations.Migration):

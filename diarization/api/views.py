@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from diarization import selectors, services
+from diarization import selectors
 from diarization.api.serializers import (
     DiarizationJobSerializer,
     DiarizeRequestSerializer,
@@ -18,10 +18,8 @@ from diarization.api.serializers import (
 )
 from diarization.formats import FORMATS, render
 from diarization.models import DiarizationJob, JobStatus
-from enrollment.api.views import principal_of
-from enrollment.models import Scope
-
-DIARIZE = (Scope.TRANSCRIBE.value, Scope.DIARIZE.value)
+from diarization.services import jobs, tuning
+from tenancy.permissions import DIARIZE, principal_of
 
 
 def _job(request: Request, job_id: str) -> DiarizationJob:
@@ -38,7 +36,7 @@ class DiarizeView(APIView):
     @staticmethod
     def max_body_bytes() -> int:
         # Enforced as the body arrives, by operations.body_limits.
-        return services.diarize_body_limit()
+        return tuning.diarize_body_limit()
 
     @extend_schema(
         request={"multipart/form-data": DiarizeRequestSerializer},
@@ -54,7 +52,7 @@ class DiarizeView(APIView):
         form.is_valid(raise_exception=True)
         fields = dict(form.validated_data)
         audio = fields.pop("audio")
-        job = services.submit_job(principal_of(request), services.JobRequest(**fields), audio)
+        job = jobs.submit_job(principal_of(request), jobs.JobRequest(**fields), audio)
         return Response(
             {"data": selectors.job_body(job)},
             status=status.HTTP_202_ACCEPTED,
@@ -96,11 +94,9 @@ class DiarizeResultView(APIView):
         fmt = query.validated_data["format"]
         job = _job(request, job_id)
         if job.status == JobStatus.FAILED:
-            raise services.JobFailed(
-                "The job failed; it has no result.", details={"error": job.error}
-            )
+            raise jobs.JobFailed("The job failed; it has no result.", details={"error": job.error})
         if job.result is None:
-            raise services.JobNotFinished(
+            raise jobs.JobNotFinished(
                 f"The job is {job.status}; its result is not available.",
                 details={"status": job.status, "error": job.error},
             )

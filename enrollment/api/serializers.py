@@ -5,6 +5,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from consent.selectors import consent_records_for_speaker
 from enrollment.models import EnrollmentStatus, Speaker
 
 # RFC 5646 language tags with an ISO 639 primary language (2-3 letters); the 4-8 letter
@@ -106,9 +107,7 @@ class SpeakerDetailSerializer(SpeakerSerializer):
         fields = [*SpeakerSerializer.Meta.fields, "preflight", "consent_records"]
 
     def get_consent_records(self, speaker: Speaker) -> list[dict[str, Any]]:
-        from consent.selectors import consent_records_for_speaker
-
         return [
             dict(ConsentSummarySerializer(record).data)
-            for record in consent_records_for_speaker(speaker)
+            for record in consent_records_for_speaker(speaker.tenant_id, speaker.id)
         ]

@@ -12,25 +12,16 @@ from rest_framework.views import APIView
 from audit.api.serializers import ErasureReceiptSerializer
 from audit.models import ErasureReason
 from audit.selectors import erasure_receipt
+from common import rate_limits
+from common.pagination import DataPagination
 from enrollment import selectors, services
-from enrollment.api.pagination import DataPagination
 from enrollment.api.serializers import (
     EnrollmentRequestSerializer,
     SpeakerDetailSerializer,
     SpeakerListQuerySerializer,
     SpeakerSerializer,
 )
-from enrollment.auth import ApiPrincipal
-from enrollment.models import Scope
-from operations import rate_limits
-
-ENROLL = (Scope.ENROLL.value,)
-AUDIT = (Scope.AUDIT.value,)
-
-
-def principal_of(request: Request) -> ApiPrincipal:
-    assert isinstance(request.user, ApiPrincipal)
-    return request.user
+from tenancy.permissions import AUDIT, ENROLL, principal_of
 
 
 class SpeakerCollectionView(APIView):

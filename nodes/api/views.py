@@ -11,10 +11,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from enrollment import selectors as enrollment_selectors
-from enrollment.api.views import AUDIT, ENROLL, principal_of
 from enrollment.models import Speaker
-from nodes import selectors, services
+from nodes import selectors
 from nodes.api.serializers import NodeStatusSerializer, WarmRequestSerializer, WarmViewSerializer
+from nodes.services import orchestrator
+from tenancy.permissions import AUDIT, ENROLL, principal_of
 
 
 def tenant_speaker(request: Request, speaker_id: str) -> Speaker:
@@ -25,7 +26,7 @@ def tenant_speaker(request: Request, speaker_id: str) -> Speaker:
 
 
 def warm_body(speaker: Speaker) -> dict[str, object]:
-    view = services.warm_view(speaker)
+    view = orchestrator.warm_view(speaker)
     return {
         **asdict(view),
         "assignments": selectors.assignments_for_speaker(str(speaker.id)),
@@ -50,7 +51,7 @@ class SpeakerWarmView(APIView):
         speaker = tenant_speaker(request, speaker_id)
         form = WarmRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        scheduled = services.rewarm(
+        scheduled = orchestrator.rewarm(
             speaker, form.validated_data["node_ids"], principal_of(request).actor
         )
         body = WarmViewSerializer(warm_body(speaker)).data

@@ -3,10 +3,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.errors import ServiceError
 from console.models import ConsoleRole
 from console.services import create_console_user
-from enrollment.errors import ServiceError
-from enrollment.models import Tenant
+from tenancy.models import Tenant
 
 
 class Command(BaseCommand):

@@ -7,13 +7,14 @@ import re
 from typing import Any
 
 import numpy as np
+from celery import current_app
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from nodes import services
 from nodes.api.fields import NODE_ID_PATTERN
-from nodes.engine import get_engine
 from nodes.runtime import NodeRuntime, install
-from nodes.vad import get_vad
+from nodes.services import node_work
+from voice.engines import get_engine
+from voice.vad import get_vad
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +36,15 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from config.celery import app
-
         node_id = options["node_id"]
         if not NODE_ID.match(node_id):
             raise CommandError("node ids are 1-64 letters, digits, '.', '_' or '-'")
         runtime = NodeRuntime(node_id, get_engine())
         warm_up_models(runtime)
         install(runtime)
-        queued = services.start_node(runtime)
-        runtime.beat()
-        runtime.start_heartbeats()
+        queued = node_work.start_node(runtime)
+        node_work.heartbeat(runtime)
+        runtime.start_heartbeats(lambda: node_work.heartbeat(runtime))
         logger.info(
             "node %s (boot %s, model %s %s) online; %d speakers queued to warm",
             node_id,
@@ -55,7 +54,7 @@ class Command(BaseCommand):
             queued,
         )
         try:
-            app.worker_main(
+            current_app.worker_main(
                 [
                     "worker",
                     "--pool",

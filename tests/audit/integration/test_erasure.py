@@ -6,9 +6,9 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
+from common.blobs import BlobStoreError
 from consent.models import ConsentRecord
 from enrollment import services
-from enrollment.blobs import BlobStoreError
 from enrollment.models import Speaker
 from tests.factories import client_for, enrollment_form, make_key
 

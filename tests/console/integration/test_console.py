@@ -215,8 +215,8 @@ def test_the_django_admin_shows_immutable_tables_read_only(admin, speaker, tenan
     operator = Client()
     operator.login(username="root", password=PASSWORD)
     record = ConsentRecord.objects.get(speaker=speaker)
-    assert operator.get("/admin/enrollment/tenant/").status_code == 200
-    assert operator.get("/admin/enrollment/apikey/").status_code == 200
+    assert operator.get("/admin/tenancy/tenant/").status_code == 200
+    assert operator.get("/admin/tenancy/apikey/").status_code == 200
     assert operator.get("/admin/console/consolemembership/").status_code == 200
     detail = operator.get(f"/admin/consent/consentrecord/{record.id}/change/")
     assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()

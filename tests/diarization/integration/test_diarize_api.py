@@ -11,19 +11,21 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from audit.models import AuditEvent
-from diarization import services, webhooks
+from common.blobs import BlobStoreError
+from diarization import webhooks
 from diarization.models import DiarizationJob, JobStatus, WebhookState
-from enrollment.blobs import BlobStoreError
-from enrollment.models import EnrollmentStatus, Scope, Speaker
-from enrollment.services import webhook_secret
+from diarization.services import completion, jobs, node_work, webhook_delivery
+from enrollment.models import EnrollmentStatus, Speaker
 from nodes import registry
-from nodes.engine import get_engine
 from nodes.models import Node
 from nodes.runtime import GalleryEntry, NodeRuntime
-from nodes.vad import get_vad, speech_only
+from tenancy.models import Scope
+from tenancy.services import webhook_secret
 from tests import audio
 from tests.factories import client_for, make_key, make_tenant, upload
 from tests.webhooks import WebhookReceiver
+from voice.engines import get_engine
+from voice.vad import get_vad, speech_only
 
 DIARIZE = "/v1/modules/scaiecho/diarize"
 TRANSCRIBE_AND_DIARIZE = [Scope.TRANSCRIBE.value, Scope.DIARIZE.value]
@@ -55,7 +57,7 @@ def queued(api, django_capture_on_commit_callbacks):
 
 def complete_without_node(job_id: str, django_capture_on_commit_callbacks) -> DiarizationJob:
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.complete_without_node(job_id, 1, "no_node_online") == "succeeded"
+        assert jobs.complete_without_node(job_id, 1, "no_node_online") == "succeeded"
     return DiarizationJob.objects.get(id=job_id)
 
 
@@ -249,7 +251,7 @@ def test_a_node_labels_live_speakers_only_and_records_their_use(
     stranger = speaker_with_gallery_entry(runtime, make_tenant(), "Other", [(21.9, 26.9)])
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.run_job_here(runtime, queued["id"], 1) == "succeeded"
+        assert node_work.run_job_here(runtime, queued["id"], 1) == "succeeded"
 
     body = api.get(f"{DIARIZE}/{queued['id']}").json()["data"]
     result = body["result"]
@@ -264,7 +266,7 @@ def test_a_node_labels_live_speakers_only_and_records_their_use(
     event = AuditEvent.objects.get(action="diarization.completed")
     assert event.details["matched_speaker_ids"] == [str(alice.id)]
     # A second delivery of the same attempt does nothing.
-    assert services.run_job_here(runtime, queued["id"], 1) == "skipped"
+    assert node_work.run_job_here(runtime, queued["id"], 1) == "skipped"
 
 
 def test_results_download_in_every_format(
@@ -272,7 +274,7 @@ def test_results_download_in_every_format(
 ):
     alice = speaker_with_gallery_entry(runtime, tenant, "Alice", [(10.6, 14.45)])
     with django_capture_on_commit_callbacks(execute=True):
-        services.run_job_here(runtime, queued["id"], 1)
+        node_work.run_job_here(runtime, queued["id"], 1)
     url = f"{DIARIZE}/{queued['id']}/result"
     segments = api.get(url).json()["segments"]
     labelled = [s for s in segments if s["speaker_label"]]
@@ -317,7 +319,7 @@ def finished_job_with_webhook(api, url, django_capture_on_commit_callbacks) -> D
     with django_capture_on_commit_callbacks(execute=False):
         job_id = submit(api, webhook=url).json()["data"]["id"]
     with django_capture_on_commit_callbacks(execute=False):
-        services.complete_without_node(job_id, 1, "no_node_online")
+        jobs.complete_without_node(job_id, 1, "no_node_online")
     return DiarizationJob.objects.select_related("tenant").get(id=job_id)
 
 
@@ -327,11 +329,11 @@ def test_the_webhook_backs_off_then_is_delivered_once_signed(
     hook = receiver([503, 200])
     job = finished_job_with_webhook(api, hook.url, django_capture_on_commit_callbacks)
 
-    with pytest.raises(services.WebhookRetry) as retry:
-        services.deliver_webhook(str(job.id))
+    with pytest.raises(webhook_delivery.WebhookRetry) as retry:
+        webhook_delivery.deliver_webhook(str(job.id))
     assert retry.value.countdown_s == 3.0
-    assert services.deliver_webhook(str(job.id)) == "delivered"
-    assert services.deliver_webhook(str(job.id)) == "skipped"
+    assert webhook_delivery.deliver_webhook(str(job.id)) == "delivered"
+    assert webhook_delivery.deliver_webhook(str(job.id)) == "skipped"
 
     assert len(hook.received) == 2
     headers, body = hook.received[-1]
@@ -348,9 +350,9 @@ def test_the_webhook_gives_up_after_its_attempts(api, receiver, django_capture_o
     hook = receiver([500])
     job = finished_job_with_webhook(api, hook.url, django_capture_on_commit_callbacks)
     for _ in range(2):
-        with pytest.raises(services.WebhookRetry):
-            services.deliver_webhook(str(job.id))
-    assert services.deliver_webhook(str(job.id)) == "failed"
+        with pytest.raises(webhook_delivery.WebhookRetry):
+            webhook_delivery.deliver_webhook(str(job.id))
+    assert webhook_delivery.deliver_webhook(str(job.id)) == "failed"
     job.refresh_from_db()
     assert job.webhook_state == WebhookState.FAILED
     assert job.webhook_last_error == "HTTP 500"
@@ -378,7 +380,7 @@ def test_a_job_on_a_vanished_node_is_sent_again(api, queued, django_capture_on_c
     )
     DiarizationJob.objects.filter(id=queued["id"]).update(node_id="ghost", status=JobStatus.RUNNING)
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert services.recover_stalled_jobs().redispatched == [queued["id"]]
+        assert jobs.recover_stalled_jobs().redispatched == [queued["id"]]
     job = DiarizationJob.objects.get(id=queued["id"])
     assert job.attempt == 2 and job.node_id == "" and job.status == JobStatus.PENDING
     assert [w["code"] for w in job.warnings] == ["node_lost"]
@@ -388,9 +390,9 @@ def test_a_job_on_a_vanished_node_is_sent_again(api, queued, django_capture_on_c
 def test_a_job_whose_message_was_lost_is_sent_again(queued, settings, monkeypatch):
     settings.DIARIZE_REQUEUE_AFTER_S = 0.0
     sent = []
-    monkeypatch.setattr(services, "_send", lambda *args: sent.append(args))
+    monkeypatch.setattr(jobs, "_send", lambda *args: sent.append(args))
 
-    assert services.recover_stalled_jobs().resent == [queued["id"]]
+    assert jobs.recover_stalled_jobs().resent == [queued["id"]]
     assert sent == [(queued["id"], 1, "", "no_node_online")]
     assert DiarizationJob.objects.get(id=queued["id"]).attempt == 1
 
@@ -405,7 +407,7 @@ def test_a_job_running_far_past_its_estimate_is_sent_again(
         estimated_time_s=2,
     )
     with django_capture_on_commit_callbacks(execute=False):
-        assert services.recover_stalled_jobs().redispatched == [queued["id"]]
+        assert jobs.recover_stalled_jobs().redispatched == [queued["id"]]
     job = DiarizationJob.objects.get(id=queued["id"])
     assert job.attempt == 2 and [w["code"] for w in job.warnings] == ["node_timeout"]
 
@@ -417,7 +419,7 @@ def test_after_its_last_attempt_a_job_completes_without_a_node(
     job = DiarizationJob.objects.get(id=queued["id"])
     job.attempt = settings.DIARIZE_MAX_ATTEMPTS
     with django_capture_on_commit_callbacks(execute=False):
-        services.dispatch(job)
+        jobs.dispatch(job)
     assert job.node_id == "" and job.attempt == settings.DIARIZE_MAX_ATTEMPTS + 1
 
 
@@ -444,8 +446,8 @@ def test_a_webhook_never_tried_is_sent_by_the_recovery(
     job = finished_job_with_webhook(api, hook.url, django_capture_on_commit_callbacks)
     settings.DIARIZE_REQUEUE_AFTER_S = 0.0
     sent = []
-    monkeypatch.setattr(services, "_send_webhook", sent.append)
-    assert services.recover_stalled_jobs().webhooks == [str(job.id)]
+    monkeypatch.setattr(webhook_delivery, "queue_webhook", sent.append)
+    assert jobs.recover_stalled_jobs().webhooks == [str(job.id)]
     assert sent == [str(job.id)]
 
 
@@ -455,8 +457,8 @@ def test_a_speaker_erased_while_the_job_ran_is_not_written(
     alice = speaker_with_gallery_entry(runtime, tenant, "Alice", [(10.6, 14.45)])
     Speaker.objects.filter(id=alice.id).update(enrollment_status=EnrollmentStatus.EVICTED)
     job = DiarizationJob.objects.get(id=queued["id"])
-    with pytest.raises(services.SpeakerErasedMeanwhile):
-        services._complete(job, 1, {"segments": []}, matched=[str(alice.id)], actor="n")
+    with pytest.raises(completion.SpeakerErasedMeanwhile):
+        completion.complete(job, 1, {"segments": []}, matched=[str(alice.id)], actor="n")
     assert DiarizationJob.objects.get(id=job.id).status == JobStatus.PENDING
 
 
@@ -472,8 +474,8 @@ def test_a_failed_job_answers_its_result_with_job_failed(api, queued):
 def test_a_redirecting_webhook_is_not_followed(api, receiver, django_capture_on_commit_callbacks):
     hook = receiver([302])
     job = finished_job_with_webhook(api, hook.url, django_capture_on_commit_callbacks)
-    with pytest.raises(services.WebhookRetry, match="HTTP 302"):
-        services.deliver_webhook(str(job.id))
+    with pytest.raises(webhook_delivery.WebhookRetry, match="HTTP 302"):
+        webhook_delivery.deliver_webhook(str(job.id))
     assert len(hook.received) == 1
 
 

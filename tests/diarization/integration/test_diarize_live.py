@@ -7,17 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from diarization import services
 from diarization.models import DiarizationJob
+from diarization.services import jobs, node_work
 from diarization.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
-from enrollment.models import Speaker, Tenant
-from enrollment.services import webhook_secret
-from nodes.engine import get_engine
+from enrollment.models import Speaker
 from nodes.runtime import NodeRuntime
+from tenancy.models import Tenant
+from tenancy.services import webhook_secret
 from tests import audio
 from tests.factories import client_for, enrollment_form, make_key, make_tenant, upload
 from tests.live import wait_for
 from tests.webhooks import WebhookReceiver
+from voice.engines import get_engine
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -158,7 +159,7 @@ def test_a_node_killed_mid_job_loses_it_to_another_node(diarize_env, admin, sett
     from nodes import registry
 
     wait_for(lambda: owner not in registry.candidate_node_ids(), timeout_s=15, what="the heartbeat")
-    assert services.recover_stalled_jobs().redispatched == [job["id"]]
+    assert jobs.recover_stalled_jobs().redispatched == [job["id"]]
 
     body = finished(admin, job["id"], timeout_s=180)
     assert body["status"] == "succeeded"
@@ -173,5 +174,5 @@ def test_a_node_killed_mid_job_loses_it_to_another_node(diarize_env, admin, sett
     assert stored.attempt == 2
 
     # The first attempt, delivered again (acks_late), is left alone wherever it lands.
-    assert services.run_job_here(NodeRuntime(owner, get_engine()), job["id"], 1) == "skipped"
+    assert node_work.run_job_here(NodeRuntime(owner, get_engine()), job["id"], 1) == "skipped"
     assert DiarizationJob.objects.get(id=job["id"]).completed_at == stored.completed_at

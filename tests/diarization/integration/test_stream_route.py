@@ -23,7 +23,8 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from enrollment.models import EnrollmentStatus, Scope, Speaker, Tenant
+from enrollment.models import EnrollmentStatus, Speaker
+from tenancy.models import Scope, Tenant
 from tests import audio
 from tests.factories import make_key, make_tenant
 
@@ -164,8 +165,8 @@ async def stream_session(
 
 @cache
 def voiceprint(span: tuple[float, float]) -> tuple[float, ...]:
-    from nodes.engine import get_engine
-    from nodes.vad import get_vad, speech_only
+    from voice.engines import get_engine
+    from voice.vad import get_vad, speech_only
 
     speech = audio.clip([span])
     vector, _ = get_engine().voiceprint(speech_only(speech, get_vad().speech_regions(speech)))
@@ -179,7 +180,7 @@ def enrolled(
     status: str = EnrollmentStatus.READY,
 ) -> Speaker:
     """A speaker as enrollment leaves it, with a voiceprint of the API's own engine."""
-    from nodes.engine import get_engine
+    from voice.engines import get_engine
 
     engine = get_engine()
     return Speaker.objects.create(
@@ -727,7 +728,7 @@ def test_a_dropped_connection_frees_its_session_slot(application, settings):
 
 
 def test_without_redis_a_session_is_refused_with_try_again_later(application, settings):
-    from nodes.registry import redis_client
+    from common.redis_client import redis_client
     from tests.live import free_port
 
     _, raw_key = make_key(make_tenant())
@@ -752,7 +753,7 @@ def test_without_redis_a_session_is_refused_with_try_again_later(application, se
 def test_a_session_is_recorded_even_when_its_slot_cannot_be_released(application, monkeypatch):
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from operations import rate_limits
+    from common import rate_limits
 
     _, raw_key = make_key(make_tenant())
 
@@ -777,10 +778,11 @@ def test_a_session_is_recorded_even_when_its_slot_cannot_be_released(application
 def test_an_open_session_keeps_its_slot_past_the_lease(application, settings, monkeypatch):
     """The watchdog renews the slot: a session open for longer than one lease still holds it
     (without renewals it would lapse after 2 s and let a second session in)."""
-    from diarization import consumers, services
+    from diarization import consumers
+    from diarization.services import streams
 
     settings.STREAM_MAX_SESSIONS_PER_TENANT = 1
-    monkeypatch.setattr(services, "STREAM_SLOT_LEASE_S", 2)
+    monkeypatch.setattr(streams, "STREAM_SLOT_LEASE_S", 2)
     monkeypatch.setattr(consumers, "SLOT_RENEWAL_S", 0.3)
     _, raw_key = make_key(make_tenant())
 

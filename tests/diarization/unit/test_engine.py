@@ -10,18 +10,11 @@ from pyannote.database.util import load_rttm
 from pyannote.metrics.diarization import DiarizationErrorRate
 from pyannote.metrics.identification import IdentificationErrorRate
 
-from diarization.engine import (
-    FRAME_S,
-    Diarization,
-    DiarizationOptions,
-    EnrolledGallery,
-    Turn,
-    as_result,
-    diarize,
-)
-from nodes.engine import get_engine
-from nodes.vad import get_vad, speech_only
+from diarization.engine import FRAME_S, Diarization, DiarizationOptions, Turn, as_result, diarize
 from tests import audio
+from voice.engines import get_engine
+from voice.gallery import EnrolledGallery
+from voice.vad import get_vad, speech_only
 
 # The sample's speakers, enrolled from clips of at most 5 s.
 CLIP_A = [(10.6, 14.45)]

@@ -12,9 +12,9 @@ from diarization.segmentation import (
     SileroDetector,
     get_speech_detector,
 )
-from nodes.engine import EngineUnavailable, get_engine
 from tests import audio
 from tests.checkpoints import save_checkpoint
+from voice.engines import EngineUnavailable, get_engine
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def test_a_broken_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_overlapped_speech_is_never_labelled_with_an_enrolled_speaker():
-    from diarization.engine import EnrolledGallery
-    from nodes.vad import get_vad, speech_only
+    from voice.gallery import EnrolledGallery
+    from voice.vad import get_vad, speech_only
 
     samples = audio.sample()
     speech, _ = SileroDetector(100).regions(samples)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from diarization.engine import EnrolledGallery
 from diarization.streaming import SAMPLE_RATE, Delta, StreamDiarizer, StreamSettings
 from tests import audio
+from voice.gallery import EnrolledGallery
 
 # Voiceprints come from at most 5 s of one voice, as a short enrollment would give.
 ENROLL_A = (10.6, 14.45)
@@ -22,14 +22,14 @@ SPEAKER_ID = re.compile(r"^spk_\d+$")
 
 @pytest.fixture(scope="module")
 def engine():
-    from nodes.engine import get_engine
+    from voice.engines import get_engine
 
     return get_engine()
 
 
 @pytest.fixture(scope="module")
 def voiceprints(engine) -> dict[str, np.ndarray]:
-    from nodes.vad import get_vad, speech_only
+    from voice.vad import get_vad, speech_only
 
     out = {}
     for name, span in [("A", ENROLL_A), ("B", ENROLL_B)]:

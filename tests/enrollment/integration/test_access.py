@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from enrollment.models import ApiKey
+from tenancy.models import ApiKey
 from tests.factories import client_for, enrollment_form, make_key, make_tenant
 
 URL = "/v1/modules/scaiecho/speakers"
@@ -72,7 +72,7 @@ def test_a_key_with_a_known_prefix_is_checked_in_constant_time(tenant, monkeypat
     hmac.compare_digest, whose time does not depend on where the hashes differ."""
     import hmac
 
-    from enrollment import auth
+    from tenancy import auth
 
     compared = []
     compare_digest = hmac.compare_digest

@@ -3,8 +3,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from enrollment.auth import hash_api_key
-from enrollment.models import ApiKey, Tenant
+from tenancy.auth import hash_api_key
+from tenancy.models import ApiKey, Tenant
 from tests.factories import client_for
 
 pytestmark = pytest.mark.django_db

@@ -3,9 +3,9 @@ import hashlib
 import pytest
 from django.db import OperationalError
 
+from common.blobs import BlobStoreError
 from consent.models import ConsentRecord
 from enrollment import services
-from enrollment.blobs import BlobStoreError
 from enrollment.models import Speaker
 from tests import audio
 from tests.factories import client_for, enrollment_form, make_key, make_tenant, upload

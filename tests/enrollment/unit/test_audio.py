@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 
-from enrollment.audio import AudioRejected, decode_audio
+from common.audio import AudioRejected, decode_audio
 from tests import audio
 
 

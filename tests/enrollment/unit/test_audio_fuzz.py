@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enrollment.audio import AudioRejected, decode_audio
+from common.audio import AudioRejected, decode_audio
 from tests import audio
 
 LIMIT_S = 600.0

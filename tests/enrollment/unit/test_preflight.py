@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from enrollment.preflight import ERROR, WARNING, KnownVoiceprint, Preflight, estimate_snr_db
-from nodes.vad import SpeechRegion
 from tests import audio
+from voice.vad import SpeechRegion
 
 REFERENCE_A = audio.clip(audio.SPEAKER_A)
 CONSENT_A = audio.clip(audio.SPEAKER_A_CONSENT)

@@ -9,7 +9,7 @@ from config.celery import app
 from nodes import registry
 from nodes.models import NodeAssignment
 from nodes.runtime import node_queue
-from nodes.services import EVICT_TASK
+from nodes.services.orchestrator import EVICT_TASK
 from tests.factories import enrollment_form
 from tests.live import wait_for
 

@@ -7,8 +7,9 @@ import signal
 import pytest
 
 from enrollment.models import Speaker
-from nodes import registry, services
+from nodes import registry
 from nodes.models import NodeAssignment
+from nodes.services import orchestrator
 from tests.factories import enrollment_form
 from tests.live import wait_for
 
@@ -191,6 +192,6 @@ def test_lost_messages_are_sent_again_by_the_reconciler(cluster, api, settings):
     node_a.process.send_signal(signal.SIGCONT)
     assert status(data["id"]) == "pending"
 
-    resent = services.reconcile_assignments(requeue_after_s=0)
+    resent = orchestrator.reconcile_assignments(requeue_after_s=0)
     assert resent == [(data["id"], "node-a")]
     wait_for(lambda: status(data["id"]) == "ready", what="re-sent work to be done")

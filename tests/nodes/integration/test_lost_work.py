@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from enrollment.models import Speaker
-from nodes import registry, services
+from nodes import registry
+from nodes.services import orchestrator
 from tests.factories import enrollment_form
 from tests.live import wait_for
 
@@ -37,7 +38,7 @@ def test_a_broker_failure_after_commit_keeps_the_enrollment_and_its_blobs(
     def broker_down(speaker_id, node_ids):
         raise ConnectionError("injected broker outage")
 
-    monkeypatch.setattr(services, "_send_warm_tasks", broker_down)
+    monkeypatch.setattr(orchestrator, "_send_warm_tasks", broker_down)
     response = api.post(SPEAKERS, enrollment_form(), format="multipart")
 
     assert response.status_code == 201
@@ -58,7 +59,7 @@ def test_a_lost_eviction_is_sent_again_by_the_reconciler(cluster, api):
     node_a.process.send_signal(signal.SIGCONT)
     wait_for(lambda: "node-a" in registry.candidate_node_ids(), what="node-a to beat again")
 
-    resent = services.reconcile_assignments(requeue_after_s=0)
+    resent = orchestrator.reconcile_assignments(requeue_after_s=0)
 
     assert (speaker_id, "node-a") in resent
     wait_for(

@@ -9,8 +9,9 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from enrollment.models import Speaker
-from nodes import services, tasks
+from nodes import tasks
 from nodes.models import AssignmentState, NodeAssignment
+from nodes.services import node_work
 from tests.factories import enrollment_form
 
 NODE = "node-x"
@@ -46,7 +47,7 @@ def last_attempt(speaker: Speaker, error: Exception, settings, monkeypatch) -> s
     def warm_here(runtime, speaker_id):
         raise error
 
-    monkeypatch.setattr(services, "warm_here", warm_here)
+    monkeypatch.setattr(node_work, "warm_here", warm_here)
     # The task body alone, as it runs on its last allowed retry.
     outcome = tasks.warm_speaker.apply(
         args=[str(speaker.id)], retries=settings.NODE_TASK_MAX_RETRIES
@@ -57,7 +58,7 @@ def last_attempt(speaker: Speaker, error: Exception, settings, monkeypatch) -> s
 @pytest.mark.parametrize(
     "outage",
     [
-        services.NodeWorkError("blob_unavailable", "read timeout", permanent=False),
+        node_work.NodeWorkError("blob_unavailable", "read timeout", permanent=False),
         RedisConnectionError("connection refused"),
         OperationalError("server closed the connection"),
     ],
@@ -76,7 +77,7 @@ def test_an_outage_outlasting_the_retries_leaves_the_speaker_pending(
 @pytest.mark.parametrize(
     "error",
     [
-        services.NodeWorkError("reference_hash_mismatch", "changed", permanent=True),
+        node_work.NodeWorkError("reference_hash_mismatch", "changed", permanent=True),
         ValueError("a bug"),
     ],
     ids=["bad-recording", "bug"],

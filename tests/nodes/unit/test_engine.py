@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from nodes.engine import (
+from tests import audio
+from tests.checkpoints import save_checkpoint
+from voice.engines import (
     EngineUnavailable,
     PyannoteEngine,
     ResemblyzerEngine,
     get_engine,
     load_engine,
 )
-from tests import audio
-from tests.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from django.urls import resolve
 
 from audit.models import AuditEvent
 from diarization.models import DiarizationJob, JobStatus
-from enrollment.models import ALL_SCOPES, EnrollmentStatus, Speaker, Tenant
+from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.services import erase_speaker
+from tenancy.models import ALL_SCOPES, Tenant
 from tests.factories import client_for, make_key, make_tenant
 
 BASE = "/v1/modules/scaiecho"

@@ -193,19 +193,19 @@ def test_an_outcome_the_database_cannot_tell_keeps_the_recordings(
 
 
 def test_a_connection_lost_mid_erasure_changes_nothing(live_db, s3_blob_store, monkeypatch):
-    from enrollment import services
+    from nodes.services import orchestrator
 
     api = client_for(make_key(make_tenant())[1])
     created = api.post("/v1/modules/scaiecho/speakers", enrollment_form(), format="multipart")
     assert created.status_code == 201
     speaker_id = created.json()["data"]["id"]
-    original = services.evict_everywhere
+    original = orchestrator.evict_everywhere
 
     def sever_then_evict(speaker):
         sever(connection.connection.info.backend_pid)
         return original(speaker)
 
-    monkeypatch.setattr(services, "evict_everywhere", sever_then_evict)
+    monkeypatch.setattr(orchestrator, "evict_everywhere", sever_then_evict)
     refused = api.delete(f"/v1/modules/scaiecho/speakers/{speaker_id}")
 
     assert refused.status_code == 503, refused.content
@@ -215,7 +215,7 @@ def test_a_connection_lost_mid_erasure_changes_nothing(live_db, s3_blob_store, m
     assert speaker.enrollment_status == "pending" and speaker.display_name == "Alice Example"
     assert not ErasureAudit.objects.exists()
     assert len(stored_keys(s3_blob_store)) == 2  # blobs go only after the erasure commits
-    monkeypatch.setattr(services, "evict_everywhere", original)
+    monkeypatch.setattr(orchestrator, "evict_everywhere", original)
     erased = api.delete(f"/v1/modules/scaiecho/speakers/{speaker_id}")
     assert erased.status_code == 200 and erased.json()["data"]["blobs_state"] == "deleted"
     assert stored_keys(s3_blob_store) == []
@@ -292,7 +292,7 @@ def test_work_queued_when_the_api_dies_is_done_after_it(cluster, loaded_models):
 @pytest.fixture
 def stalled_s3(s3_blob_store, settings, monkeypatch):
     """The blob store's S3 starts hanging: every call times out after the configured bounds."""
-    from enrollment import blobs
+    from common import blobs
 
     settings.S3_CONNECT_TIMEOUT_S = 1.0
     settings.S3_READ_TIMEOUT_S = 1.0
@@ -301,7 +301,12 @@ def stalled_s3(s3_blob_store, settings, monkeypatch):
     settings.S3_ENDPOINT_URL = endpoint.url
     stalled = blobs.S3BlobStore(blobs.s3_client(), s3_blob_store.bucket)
     monkeypatch.setattr(blobs, "get_blob_store", lambda: stalled)
-    for module in ("enrollment.services", "diarization.services", "nodes.services"):
+    for module in (
+        "enrollment.services",
+        "diarization.services.jobs",
+        "diarization.services.completion",
+        "nodes.services.node_work",
+    ):
         monkeypatch.setattr(f"{module}.get_blob_store", lambda: stalled)
     yield stalled
     endpoint.close()
@@ -332,7 +337,7 @@ def test_an_s3_timeout_during_erasure_leaves_an_honest_receipt(
     assert created.status_code == 201
     speaker_id = created.json()["data"]["id"]
 
-    from enrollment import blobs
+    from common import blobs
 
     settings.S3_CONNECT_TIMEOUT_S = 1.0
     settings.S3_READ_TIMEOUT_S = 1.0

@@ -110,7 +110,7 @@ def test_s3_stalling_under_the_erasure_retry_keeps_the_receipt_honest_until_it_a
     retry deletes every version, the receipt turns complete and the audit chain verifies."""
     from audit.models import AuditEvent, ErasureConfirmation
     from audit.services import verify_chain
-    from enrollment.blobs import get_blob_store
+    from common.blobs import get_blob_store
     from enrollment.services import retry_blob_erasures
 
     settings.ENROLLMENT_ACK_WAIT_S = 0.0

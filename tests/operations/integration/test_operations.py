@@ -9,10 +9,10 @@ import time
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from enrollment.blobs import BlobStoreError
-from enrollment.models import Scope
+from common.blobs import BlobStoreError
 from nodes import registry
 from operations.structured_logs import JsonFormatter, RequestIdFilter
+from tenancy.models import Scope
 from tests import audio
 from tests.factories import client_for, enrollment_form, make_key, upload
 
@@ -151,7 +151,7 @@ def test_enrollments_are_limited_per_tenant(db, settings, tenant):
 
 
 def test_slots_are_leased_renewed_released_and_lapse():
-    from operations.rate_limits import SlotsTaken, release_slot, renew_slot, take_slot
+    from common.rate_limits import SlotsTaken, release_slot, renew_slot, take_slot
 
     take_slot("sessions:t", "a", 1, 1)
     with pytest.raises(SlotsTaken):
@@ -178,7 +178,7 @@ def test_malformed_credentials_count_as_failures(db, settings, header):
 
 
 def test_keys_and_secrets_never_reach_the_logs(api, tenant, caplog, capsys):
-    from enrollment.services import webhook_secret
+    from tenancy.services import webhook_secret
 
     caplog.set_level(logging.DEBUG)
     raw_key = make_key(tenant)[1]

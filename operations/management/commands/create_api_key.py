@@ -2,9 +2,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from enrollment.errors import ServiceError
-from enrollment.models import ALL_SCOPES, Tenant
-from enrollment.services import create_api_key
+from common.errors import ServiceError
+from operations.services import create_api_key
+from tenancy.models import ALL_SCOPES, Tenant
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from nodes.registry import redis_client
+from common.redis_client import redis_client
 
 
 class RateLimited(Exception):

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from enrollment.services import create_tenant
+from tenancy.services import create_tenant
 
 
 class Command(BaseCommand):

@@ -3,8 +3,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from enrollment.models import Tenant
-from enrollment.services import webhook_secret
+from tenancy.models import Tenant
+from tenancy.services import webhook_secret
 
 
 class Command(BaseCommand):

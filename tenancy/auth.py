@@ -1,4 +1,4 @@
-"""Bearer API-key authentication and per-view scope checks."""
+"""Bearer API-key authentication: which tenant and key a request comes from."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import contextlib
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from enrollment.models import ApiKey, Tenant
-from operations import rate_limits
+from common import rate_limits
+from tenancy.models import ApiKey, Tenant
 
 KEY_PREFIX_LENGTH = 12
 
@@ -91,35 +89,3 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="scaiecho"'
-
-
-class MissingScope(exceptions.PermissionDenied):
-    default_code = "missing_scope"
-
-    def __init__(self, detail: str, required_scopes: list[list[str]]):
-        super().__init__(detail)
-        self.required_scopes = required_scopes
-
-
-class HasRequiredScopes(BasePermission):
-    """Checks ``view.required_scopes[METHOD]``: a list of alternatives, each a tuple of scopes.
-
-    ``{"GET": [("scaiecho:enroll",), ("scaiecho:audit",)]}`` means enroll OR audit;
-    ``{"POST": [("scaiecho:transcribe", "scaiecho:diarize")]}`` means both.
-    """
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        principal = request.user
-        if not isinstance(principal, ApiPrincipal):
-            raise exceptions.NotAuthenticated("Missing 'Authorization: Bearer <api key>' header.")
-        alternatives = getattr(view, "required_scopes", {}).get(request.method, [])
-        if not alternatives:
-            return True
-        for needed in alternatives:
-            if all(principal.has_scope(scope) for scope in needed):
-                return True
-        wanted = " or ".join(" + ".join(needed) for needed in alternatives)
-        raise MissingScope(
-            f"This API key lacks the scope {wanted}.",
-            required_scopes=[list(needed) for needed in alternatives],
-        )

@@ -12,8 +12,18 @@ from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from enrollment.auth import MissingScope
-from enrollment.errors import ServiceError
+from common.errors import ServiceError
+
+
+class MissingScope(exceptions.PermissionDenied):
+    """The key is valid but lacks the scopes the route needs; names the alternatives."""
+
+    default_code = "missing_scope"
+
+    def __init__(self, detail: str, required_scopes: list[list[str]]):
+        super().__init__(detail)
+        self.required_scopes = required_scopes
+
 
 _CODES: list[tuple[type[exceptions.APIException], str]] = [
     (MissingScope, "missing_scope"),

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from config import embedded
-from enrollment.models import ALL_SCOPES, Tenant
-from enrollment.services import create_api_key, create_tenant
+from operations.services import create_api_key
+from tenancy.models import ALL_SCOPES, Tenant
+from tenancy.services import create_tenant
 
 DEMO_TENANT = "demo"
+STOP_TIMEOUT_S = 20.0
 
 
 class Command(BaseCommand):
@@ -39,7 +42,10 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self._create_demo_tenant()
 
-        # Children inherit DATABASE_URL / REDIS_URL, so they share the servers started here.
+        # Children inherit DATABASE_URL / REDIS_URL, so they share the embedded servers that
+        # manage.py started (config/embedded.py, which this layer does not import).
+        data_dir = Path(os.environ.get("SCAIECHO_DATA_DIR", ".data"))
+        data_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
         commands = {
             "api": [
@@ -72,44 +78,55 @@ class Command(BaseCommand):
                 "--loglevel",
                 "INFO",
                 "--schedule",
-                str(embedded.data_dir() / "celerybeat-schedule"),
+                str(data_dir / "celerybeat-schedule"),
             ],
         }
         for node_id in [n.strip() for n in options["nodes"].split(",") if n.strip()]:
             commands[node_id] = [python, "manage.py", "run_node", node_id]
-        children = {
-            name: subprocess.Popen(command, env=os.environ.copy())
-            for name, command in commands.items()
-        }
-        self.stdout.write(
-            f"API on http://{options['host']}:{options['port']}/v1/docs/ "
-            f"(database {settings.DATABASES['default']['HOST']}); Ctrl-C stops."
-        )
         stopping = False
 
         def stop(signum: int, frame: Any) -> None:
             nonlocal stopping
             stopping = True
 
+        # Set before any child starts, so that no signal leaves one running.
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        children: dict[str, subprocess.Popen[bytes]] = {}
         exit_code = 0
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    self.stderr.write(f"{name} exited with {child.returncode}; stopping.")
-                    exit_code, stopping = 1, True
-            time.sleep(0.5)
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        try:
+            for name, command in commands.items():
+                # Each in its own process group: a terminal's Ctrl-C reaches this process only,
+                # which stops the children in order, and a group takes their own children along.
+                children[name] = subprocess.Popen(command, env=os.environ.copy(), process_group=0)
+            self.stdout.write(
+                f"API on http://{options['host']}:{options['port']}/v1/docs/ "
+                f"(database {settings.DATABASES['default']['HOST']}); Ctrl-C stops."
+            )
+            while not stopping:
+                for name, child in children.items():
+                    if child.poll() is not None:
+                        self.stderr.write(f"{name} exited with {child.returncode}; stopping.")
+                        exit_code, stopping = 1, True
+                time.sleep(0.5)
+        finally:
+            self._stop(children)
         if exit_code:
             raise SystemExit(exit_code)
+
+    def _stop(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
+        for child in children.values():
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for name, child in children.items():
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} still runs after {STOP_TIMEOUT_S} s; killing it.")
+        for child in children.values():
+            # Also whatever the child left behind in its group.
+            _signal_group(child, signal.SIGKILL)
+            child.wait()
 
     def _create_demo_tenant(self) -> None:
         if Tenant.objects.filter(slug=DEMO_TENANT).exists():
@@ -123,3 +140,8 @@ class Command(BaseCommand):
                 f"  export SCAIECHO_API_KEY={raw_key}"
             )
         )
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone
+        os.killpg(child.pid, signum)

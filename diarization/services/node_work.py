@@ -1,0 +1,80 @@
+"""A batch job run on a node: diarized, labelled from the node's gallery, written once."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from diarization.engine import as_result, diarize
+from diarization.models import DiarizationJob, JobStatus
+from diarization.segmentation import get_speech_detector
+from diarization.services import completion, tuning
+from diarization.services.completion import UNFINISHED
+from enrollment.models import EnrollmentStatus, Speaker
+from nodes.runtime import NodeRuntime
+from nodes.services.node_work import evict_here
+from voice.gallery import EnrolledGallery
+
+
+def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
+    """Diarizes the job's audio on this node, labelled from this node's gallery.
+
+    Idempotent: a redelivered or superseded attempt does nothing.
+    """
+    started = DiarizationJob.objects.filter(
+        id=job_id, attempt=attempt, status__in=UNFINISHED
+    ).update(status=JobStatus.RUNNING, started_at=timezone.now())
+    if not started:
+        return "skipped"
+    job = DiarizationJob.objects.select_related("tenant").get(id=job_id)
+    audio = completion.load_audio(job)
+    options = tuning.options_for(job)
+    detector = get_speech_detector()
+    regions, overlap = detector.regions(audio.samples)
+    gallery = _gallery_for(runtime, str(job.tenant_id))
+    result = diarize(audio.samples, regions, runtime.engine, gallery, options, overlap=overlap)
+    # The node's gallery may still hold a speaker erased a moment ago: check the matches
+    # against the tombstones, evict the erased ones, and match again without every speaker
+    # that is not ready. (completion.complete checks once more, under the speakers' row locks.)
+    excluded: set[str] = set()
+    while not_ready := _not_ready(result.labelled_speaker_ids(options.min_label_s)):
+        for speaker_id in _erased(not_ready):
+            evict_here(runtime, speaker_id)
+        excluded.update(not_ready)
+        result.identify(_gallery_for(runtime, str(job.tenant_id)).without(excluded), options)
+    matched = result.labelled_speaker_ids(options.min_label_s)
+    names = dict(Speaker.objects.filter(id__in=matched).values_list("id", "display_name"))
+    body = as_result(
+        result,
+        options,
+        {str(k): v for k, v in names.items()},
+        extra={
+            "node_id": runtime.node_id,
+            "model": {
+                "embedding_model_id": runtime.engine.model_id,
+                "embedding_model_version": runtime.engine.model_version,
+                "voice_activity": detector.model_id,
+                "gallery_size": len(gallery),
+            },
+        },
+    )
+    completion.complete(job, attempt, body, matched=matched, actor=runtime.node_id)
+    return "succeeded"
+
+
+def _gallery_for(runtime: NodeRuntime, tenant_id: str) -> EnrolledGallery:
+    return runtime.gallery.matrix_for(tenant_id, runtime.engine.model_id)
+
+
+def _not_ready(speaker_ids: list[str]) -> set[str]:
+    if not speaker_ids:
+        return set()
+    ready = Speaker.objects.filter(id__in=speaker_ids, enrollment_status=EnrollmentStatus.READY)
+    return set(speaker_ids) - {str(s) for s in ready.values_list("id", flat=True)}
+
+
+def _erased(speaker_ids: set[str]) -> set[str]:
+    """Of these, the erased ones (tombstoned, or gone): a node must not keep holding them."""
+    kept = Speaker.objects.filter(id__in=speaker_ids).exclude(
+        enrollment_status=EnrollmentStatus.EVICTED
+    )
+    return speaker_ids - {str(s) for s in kept.values_list("id", flat=True)}

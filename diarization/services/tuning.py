@@ -1,0 +1,43 @@
+"""The service's side of a diarization: thresholds, engine settings, estimates and limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from common.uploads import MULTIPART_OVERHEAD_BYTES
+from diarization.engine import DiarizationOptions
+from diarization.models import DiarizationJob
+from tenancy.models import Tenant
+
+
+def identification_threshold(tenant: Tenant, requested: float | None) -> float:
+    if requested is not None:
+        return requested
+    if tenant.identification_threshold is not None:
+        return tenant.identification_threshold
+    return float(settings.DIARIZE_IDENTIFICATION_THRESHOLD)
+
+
+def service_tuning() -> dict[str, Any]:
+    """The engine's settings that are the service's, not the request's."""
+    return {
+        "min_label_s": settings.DIARIZE_MIN_LABEL_S,
+        "affinity_pruning": settings.DIARIZE_AFFINITY_PRUNING,
+        "merge_threshold": settings.DIARIZE_MERGE_THRESHOLD,
+        "shared_match_margin": settings.DIARIZE_SHARED_MATCH_MARGIN,
+    }
+
+
+def options_for(job: DiarizationJob) -> DiarizationOptions:
+    return DiarizationOptions(**job.options, **service_tuning())
+
+
+def estimated_time_s(duration_s: float) -> int:
+    return max(1, int(round(duration_s * settings.DIARIZE_ESTIMATED_RTF + 1.0)))
+
+
+def diarize_body_limit() -> int:
+    """The largest diarization request: the audio at its limit, plus the form."""
+    return settings.DIARIZE_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES

@@ -1,0 +1,65 @@
+"""Who may do what: the one place that turns a principal's scopes into permissions.
+
+The API's views declare ``required_scopes`` per method from the alternatives below and
+``HasRequiredScopes`` checks them; the console and the streaming route ask ``allows`` with the
+same alternatives. Enrollment is biometric capture: ``scaiecho:enroll`` is never implied by
+another scope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from common.api_errors import MissingScope
+from tenancy.auth import ApiPrincipal
+from tenancy.models import Scope
+
+# Each is one alternative: every scope in it is needed.
+ENROLL = (Scope.ENROLL.value,)
+AUDIT = (Scope.AUDIT.value,)
+TRANSCRIBE = (Scope.TRANSCRIBE.value,)
+DIARIZE = (Scope.TRANSCRIBE.value, Scope.DIARIZE.value)
+
+ScopeAlternatives = list[tuple[str, ...]]
+
+# What a principal may do, as alternatives of scopes.
+MANAGE_SPEAKERS: ScopeAlternatives = [ENROLL]
+READ_SPEAKERS: ScopeAlternatives = [ENROLL, AUDIT]
+READ_AUDIT_TRAIL: ScopeAlternatives = [AUDIT]
+STREAM: ScopeAlternatives = [TRANSCRIBE]
+LABEL_SPEAKERS: ScopeAlternatives = [DIARIZE]
+
+
+def allows(principal: ApiPrincipal, alternatives: ScopeAlternatives) -> bool:
+    """True when the principal holds every scope of at least one alternative."""
+    return any(all(principal.has_scope(scope) for scope in needed) for needed in alternatives)
+
+
+def principal_of(request: Request) -> ApiPrincipal:
+    assert isinstance(request.user, ApiPrincipal)
+    return request.user
+
+
+class HasRequiredScopes(BasePermission):
+    """Checks ``view.required_scopes[METHOD]``: a list of alternatives, each a tuple of scopes.
+
+    ``{"GET": [("scaiecho:enroll",), ("scaiecho:audit",)]}`` means enroll OR audit;
+    ``{"POST": [("scaiecho:transcribe", "scaiecho:diarize")]}`` means both.
+    """
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        principal = request.user
+        if not isinstance(principal, ApiPrincipal):
+            raise exceptions.NotAuthenticated("Missing 'Authorization: Bearer <api key>' header.")
+        alternatives = getattr(view, "required_scopes", {}).get(request.method, [])
+        if not alternatives or allows(principal, alternatives):
+            return True
+        wanted = " or ".join(" + ".join(needed) for needed in alternatives)
+        raise MissingScope(
+            f"This API key lacks the scope {wanted}.",
+            required_scopes=[list(needed) for needed in alternatives],
+        )
