@@ -21,8 +21,10 @@ def main() -> None:
     from config import embedded
 
     # Starts the embedded servers that DATABASE_URL / REDIS_URL do not replace; children
-    # (run_service's workers and nodes) inherit the URLs and reuse them.
-    with embedded.running():
+    # (run_service's workers and nodes) inherit the URLs and reuse them. An embedded PostgreSQL
+    # gets two roles: `migrate` runs as the owner (DATABASE_OWNER_URL), everything else as the
+    # application role (DATABASE_URL), as a deployment with both URLs does.
+    with embedded.running(service_roles=True):
         execute_from_command_line(sys.argv)
 
 

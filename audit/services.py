@@ -2,55 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import checkpoints
+from audit.chain import GENESIS_HASH, chain_rows, event_hash
+from audit.checkpoints import Checkpoint
 from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
 from tenancy.models import Tenant
 
-GENESIS_HASH = "0" * 64
 # One appender at a time, so that every event links to the one committed before it.
 CHAIN_LOCK_KEY = 0x5CA1EC0A
-
-
-def canonical_event(
-    *,
-    prev_hash: str,
-    occurred_at: datetime,
-    tenant_id: str | None,
-    action: str,
-    actor: str,
-    speaker_id: str | None,
-    details: dict[str, Any],
-) -> bytes:
-    return json.dumps(
-        {
-            "prev_hash": prev_hash,
-            "occurred_at": occurred_at.isoformat(),
-            "tenant_id": tenant_id,
-            "action": action,
-            "actor": actor,
-            "speaker_id": speaker_id,
-            "details": details,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        default=str,
-    ).encode()
-
-
-def event_hash(**fields: Any) -> str:
-    """SHA-256 of an event's canonical form (see canonical_event for the fields)."""
-    return hashlib.sha256(canonical_event(**fields)).hexdigest()
 
 
 def _json_safe(value: Any) -> Any:
@@ -113,76 +82,138 @@ def record_event(
         )
 
 
+ANCHOR_NONE = "none"  # no checkpoint yet: a fresh trail
+ANCHOR_CURRENT = "current"  # the newest checkpoint holds, and it is recent enough
+# Events older than the checkpoints' interval allows are under no checkpoint: the maker is not
+# running, or checkpoints were removed from the blob store.
+ANCHOR_OVERDUE = "overdue"
+
+
 @dataclass(frozen=True)
 class ChainVerdict:
+    """A verification of the whole trail: its links, and the newest signed checkpoints.
+
+    ``events_checked`` and ``first_broken_seq`` are over the whole trail, for operators
+    (``verify_audit_trail``); ``problem`` names no sequence number, ``detail`` does.
+    ``tenant_events`` and ``break_in_tenant_events`` answer for the tenant the verification
+    was asked for (``for_tenant``).
+    """
+
     intact: bool
     events_checked: int
     first_broken_seq: int | None = None
     problem: str | None = None
+    detail: str | None = None
+    anchor: str = ANCHOR_NONE
+    checkpoint: Checkpoint | None = None
+    tenant_events: int = 0
+    # Whether the event the break was found at is the tenant's: None when intact, or when the
+    # break is at no one event (a cut tail, a rewrite found at a checkpoint).
+    break_in_tenant_events: bool | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def for_tenant(self) -> dict[str, Any]:
+        """A tenant's view: the whole trail's verdict, but only counts of its own events, and a
+        sequence number only when the break is at one of its own events."""
         return {
             "intact": self.intact,
-            "events_checked": self.events_checked,
-            "first_broken_seq": self.first_broken_seq,
+            "events_checked": self.tenant_events,
+            "first_broken_seq": self.first_broken_seq if self.break_in_tenant_events else None,
             "problem": self.problem,
+            "break_in_own_events": self.break_in_tenant_events,
+            "anchor": self.anchor,
         }
 
 
-def _chain_rows() -> Iterator[tuple[Any, ...]]:
-    return (
-        AuditEvent.objects.order_by("seq")
-        .values_list(
-            "seq",
-            "prev_hash",
-            "hash",
-            "occurred_at",
-            "tenant_id",
-            "action",
-            "actor",
-            "speaker_id",
-            "details",
-        )
-        .iterator(chunk_size=5000)
-    )
+def _unanchored_for_too_long(since: datetime | None) -> bool:
+    if since is None:
+        return False
+    allowed = 2 * settings.AUDIT_CHECKPOINT_INTERVAL_S + settings.AUDIT_CHECKPOINT_CHECK_S
+    return timezone.now() - since > timedelta(seconds=allowed)
 
 
-def verify_chain() -> ChainVerdict:
-    """Walks the whole trail; names the first event whose link or content does not hold."""
+def verify_chain(tenant: Tenant | None = None) -> ChainVerdict:
+    """Walks the whole trail, names the first event whose link or content does not hold, and
+    checks it against the newest signed checkpoints; counts ``tenant``'s events on the way.
+
+    A break anywhere matters to every tenant, so the whole trail is always walked. Raises
+    CheckpointsUnavailable when the blob store cannot be read.
+    """
+    # Read first: a checkpoint made during the walk could sign events the walk does not see.
+    series = checkpoints.read_series()
+    latest = series.latest
+    signed = {checkpoint.seq: checkpoint for checkpoint in series.recent}
+    anchor = ANCHOR_CURRENT if latest else ANCHOR_NONE
+    checked = own = 0
     expected_prev = GENESIS_HASH
-    checked = 0
-    for (
-        seq,
-        prev_hash,
-        digest,
-        occurred_at,
-        tenant_id,
-        action,
-        actor,
-        speaker_id,
-        details,
-    ) in _chain_rows():
+    last_seq: int | None = None
+    unanchored_since: datetime | None = None
+    matched: set[int] = set()
+    for row in chain_rows():
         checked += 1
-        if prev_hash != expected_prev:
+        mine = tenant is not None and row.tenant_id == tenant.id
+        own += mine
+        problem = row.problem(expected_prev)
+        if problem:
             return ChainVerdict(
-                False,
-                checked,
-                seq,
-                "link to the previous event is broken (an event before it was removed or altered)",
+                intact=False,
+                events_checked=checked,
+                first_broken_seq=row.seq,
+                problem=problem,
+                detail=f"event #{row.seq}: {problem}",
+                anchor=anchor,
+                checkpoint=latest,
+                tenant_events=own,
+                break_in_tenant_events=mine,
             )
-        recomputed = event_hash(
-            prev_hash=prev_hash,
-            occurred_at=occurred_at,
-            tenant_id=str(tenant_id) if tenant_id else None,
-            action=action,
-            actor=actor,
-            speaker_id=str(speaker_id) if speaker_id else None,
-            details=details,
+        checkpoint = signed.get(row.seq)
+        if checkpoint is not None and checkpoint.hash != row.hash:
+            return ChainVerdict(
+                intact=False,
+                events_checked=checked,
+                first_broken_seq=row.seq,
+                problem=checkpoints.REWRITTEN,
+                detail=f"event #{row.seq} is not the one checkpoint #{checkpoint.counter} signed",
+                anchor=anchor,
+                checkpoint=latest,
+                tenant_events=own,
+            )
+        if checkpoint is not None:
+            matched.add(row.seq)
+        if unanchored_since is None and (latest is None or row.seq > latest.seq):
+            unanchored_since = row.occurred_at
+        expected_prev = row.hash
+        last_seq = row.seq
+    if series.problem:
+        return ChainVerdict(
+            intact=False,
+            events_checked=checked,
+            problem=series.problem,
+            detail=series.detail,
+            tenant_events=own,
         )
-        if recomputed != digest:
-            return ChainVerdict(False, checked, seq, "content does not match its hash")
-        expected_prev = digest
-    return ChainVerdict(True, checked)
+    for checkpoint in series.recent:
+        if checkpoint.seq in matched:
+            continue
+        cut = last_seq is None or checkpoint.seq > last_seq
+        return ChainVerdict(
+            intact=False,
+            events_checked=checked,
+            problem=checkpoints.TRUNCATED if cut else checkpoints.SIGNED_EVENT_MISSING,
+            detail=(
+                f"checkpoint #{checkpoint.counter} signed event #{checkpoint.seq}, "
+                + (f"but the trail ends at #{last_seq}" if cut else "which is missing")
+            ),
+            anchor=anchor,
+            checkpoint=latest,
+            tenant_events=own,
+        )
+    return ChainVerdict(
+        intact=True,
+        events_checked=checked,
+        anchor=ANCHOR_OVERDUE if _unanchored_for_too_long(unanchored_since) else anchor,
+        checkpoint=latest,
+        tenant_events=own,
+    )
 
 
 def confirm_erasure(

@@ -1,14 +1,16 @@
 """Audio intake: recognise the container by content, enforce limits, decode to 16 kHz mono.
 
-Decoding goes through PyAV (bundled FFmpeg). The declared duration is checked
-before decoding, and decoding stops as soon as the decoded audio runs past the
-limit, so a lying header cannot make us decode hours of audio.
+Decoding goes through PyAV (bundled FFmpeg). Two limits: the duration, and optionally the
+cost of decoding, counted in input samples across every channel (so that 8 channels at
+384 kHz pay 192 times what 16 kHz mono pays for the same seconds). What the header declares
+is checked before decoding (``probe_audio`` stops there), and decoding stops as soon as the
+audio runs past either limit, so a lying header cannot make us decode hours of audio.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 import av
 import numpy as np
@@ -42,6 +44,24 @@ class AudioRejected(Exception):
 
 
 @dataclass(frozen=True)
+class AudioHeader:
+    """What a container's header declares, read without decoding the audio."""
+
+    format: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float | None  # None: the header declares none
+
+    @property
+    def input_samples(self) -> int | None:
+        """The samples, across every channel, that decoding it would take."""
+        if self.duration_s is None:
+            return None
+        return int(self.duration_s * self.sample_rate * self.channels)
+
+
+@dataclass(frozen=True)
 class DecodedAudio:
     format: str
     codec: str
@@ -56,7 +76,7 @@ class DecodedAudio:
         return TARGET_SAMPLE_RATE
 
 
-def _open(source: BinaryIO) -> av.container.InputContainer:
+def _open(source: IO[bytes]) -> av.container.InputContainer:
     try:
         return av.open(source, mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -75,38 +95,92 @@ def _declared_duration(
     return None
 
 
+def probe_audio(
+    source: IO[bytes], *, max_duration_s: float, max_input_samples: int | None = None
+) -> AudioHeader:
+    """Reads the container's header, and no more than FFmpeg's bounded probe of the stream
+    parameters, and refuses what it declares over a limit. A header that declares no
+    duration, or lies, passes here: decoding enforces the limits on what the file holds."""
+    container = _open(source)
+    try:
+        header, _ = _read_header(container)
+        _refuse_declared(header, max_duration_s, max_input_samples)
+        return header
+    finally:
+        container.close()
+
+
 def decode_audio(
-    source: BinaryIO, *, max_duration_s: float, keep_samples: bool = True
+    source: IO[bytes],
+    *,
+    max_duration_s: float,
+    max_input_samples: int | None = None,
+    keep_samples: bool = True,
 ) -> DecodedAudio:
     """Decodes to 16 kHz mono float; ``keep_samples=False`` only checks and measures it
     (``samples`` is then empty), so that validating hours of audio costs no memory."""
     container = _open(source)
     try:
-        demuxer = container.format.name
-        if demuxer not in SUPPORTED_CONTAINERS:
-            raise AudioRejected(
-                "audio_unsupported_format",
-                f"The file is '{demuxer}', not one of wav, mp3, flac, ogg or m4a.",
-            )
-        if not container.streams.audio:
-            raise AudioRejected("audio_undecodable", "The file has no audio stream.")
-        stream = container.streams.audio[0]
-        rate = _sample_rate(stream)
-        if not rate or rate <= 0:
-            raise AudioRejected("audio_undecodable", "The audio stream has no sample rate.")
-        declared = _declared_duration(container, stream)
-        if declared is not None and declared > max_duration_s:
-            raise AudioRejected(
-                "audio_too_long",
-                f"The recording lasts {declared:.1f} s; at most {max_duration_s:.0f} s "
-                "is accepted.",
-                measured=round(declared, 3),
-                threshold=max_duration_s,
-            )
-        fmt = SUPPORTED_CONTAINERS[demuxer]
-        return _decode_stream(container, stream, int(rate), fmt, max_duration_s, keep_samples)
+        header, stream = _read_header(container)
+        _refuse_declared(header, max_duration_s, max_input_samples)
+        return _decode_stream(
+            container, stream, header, max_duration_s, max_input_samples, keep_samples
+        )
     finally:
         container.close()
+
+
+def _read_header(container: av.container.InputContainer) -> tuple[AudioHeader, av.AudioStream]:
+    demuxer = container.format.name
+    if demuxer not in SUPPORTED_CONTAINERS:
+        raise AudioRejected(
+            "audio_unsupported_format",
+            f"The file is '{demuxer}', not one of wav, mp3, flac, ogg or m4a.",
+        )
+    if not container.streams.audio:
+        raise AudioRejected("audio_undecodable", "The file has no audio stream.")
+    stream = container.streams.audio[0]
+    rate = _sample_rate(stream)
+    if not rate or rate <= 0:
+        raise AudioRejected("audio_undecodable", "The audio stream has no sample rate.")
+    header = AudioHeader(
+        format=SUPPORTED_CONTAINERS[demuxer],
+        codec=stream.codec_context.name,
+        sample_rate=rate,
+        channels=max(1, stream.channels),
+        duration_s=_declared_duration(container, stream),
+    )
+    return header, stream
+
+
+def _refuse_declared(
+    header: AudioHeader, max_duration_s: float, max_input_samples: int | None
+) -> None:
+    declared = header.duration_s
+    if declared is not None and declared > max_duration_s:
+        raise AudioRejected(
+            "audio_too_long",
+            f"The recording lasts {declared:.1f} s; at most {max_duration_s:.0f} s is accepted.",
+            measured=round(declared, 3),
+            threshold=max_duration_s,
+        )
+    samples = header.input_samples
+    if max_input_samples is not None and samples is not None and samples > max_input_samples:
+        raise _too_costly(samples, max_input_samples, header.sample_rate, header.channels)
+
+
+def _too_costly(
+    samples: int, limit: int, rate: int, channels: int, *, at_least: bool = False
+) -> AudioRejected:
+    return AudioRejected(
+        "audio_too_costly",
+        f"The recording holds {'at least ' if at_least else ''}{samples} samples across its "
+        f"{channels} channel(s) at {rate} Hz; "
+        f"at most {limit} are accepted, {limit / (rate * channels):.1f} s at this rate and "
+        "channel count.",
+        measured=float(samples),
+        threshold=float(limit),
+    )
 
 
 def _sample_rate(stream: av.AudioStream) -> int:
@@ -118,7 +192,7 @@ def _sample_rate(stream: av.AudioStream) -> int:
         return 0
 
 
-def _clipped_samples(frame: av.AudioFrame) -> tuple[int, int]:
+def _clipped_samples(frame: av.AudioFrame) -> int:
     """Samples at full scale in the frame as decoded, before any resampling smooths them."""
     block = frame.to_ndarray()
     if np.issubdtype(block.dtype, np.integer):
@@ -127,28 +201,33 @@ def _clipped_samples(frame: av.AudioFrame) -> tuple[int, int]:
         level = np.abs(block.astype(np.float64) - centre) / (int(info.max) - centre)
     else:
         level = np.abs(block)
-    return int(np.count_nonzero(level >= CLIPPING_LEVEL)), int(block.size)
+    return int(np.count_nonzero(level >= CLIPPING_LEVEL))
 
 
 def _decode_stream(
     container: av.container.InputContainer,
     stream: av.AudioStream,
-    rate: int,
-    fmt: str,
+    header: AudioHeader,
     max_duration_s: float,
-    keep_samples: bool = True,
+    max_input_samples: int | None,
+    keep_samples: bool,
 ) -> DecodedAudio:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=TARGET_SAMPLE_RATE)
     max_samples = int((max_duration_s + 1.0) * TARGET_SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     decoded = 0
     clipped = 0
-    measured = 0
+    consumed = 0  # input samples, across channels, as the frames come (not as declared)
     try:
         for frame in container.decode(stream):
-            frame_clipped, frame_size = _clipped_samples(frame)
-            clipped += frame_clipped
-            measured += frame_size
+            channels = max(1, frame.layout.nb_channels)
+            consumed += frame.samples * channels
+            if max_input_samples is not None and consumed > max_input_samples:
+                # Counted before the frame is converted or resampled: nothing past the cap
+                # costs more than decoding one frame.
+                rate = frame.sample_rate or header.sample_rate
+                raise _too_costly(consumed, max_input_samples, rate, channels, at_least=True)
+            clipped += _clipped_samples(frame)
             for out in resampler.resample(frame):
                 if keep_samples:
                     chunks.append(out.to_ndarray()[0])
@@ -177,11 +256,11 @@ def _decode_stream(
     mono = mono.astype(np.float32, copy=False)
     mono = np.clip(np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return DecodedAudio(
-        format=fmt,
-        codec=stream.codec_context.name,
-        original_sample_rate=rate,
-        channels=stream.channels,
+        format=header.format,
+        codec=header.codec,
+        original_sample_rate=header.sample_rate,
+        channels=header.channels,
         duration_s=decoded / TARGET_SAMPLE_RATE,
         samples=mono,
-        clipped_fraction=clipped / max(1, measured),
+        clipped_fraction=clipped / max(1, consumed),
     )

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from django.conf import settings
 
@@ -39,6 +39,11 @@ class BlobRemoval:
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> StoredBlob: ...
 
+    def put_file(self, key: str, source: IO[bytes]) -> StoredBlob:
+        """Stores what ``source`` holds from its current position, a part at a time, hashing
+        it on the way: an upload of any size costs one part of memory."""
+        ...
+
     def get(self, key: str) -> bytes: ...
 
     def delete_all_versions(self, key: str) -> BlobRemoval:
@@ -54,7 +59,22 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _read_part(source: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes; fewer only at the end (a pipe or socket may answer short)."""
+    parts: list[bytes] = []
+    wanted = size
+    while wanted > 0:
+        chunk = source.read(wanted)
+        if not chunk:
+            break
+        parts.append(chunk)
+        wanted -= len(chunk)
+    return b"".join(parts)
+
+
 class LocalBlobStore:
+    chunk_bytes = 1024 * 1024
+
     def __init__(self, root: Path):
         self.root = root
 
@@ -75,6 +95,26 @@ class LocalBlobStore:
             partial.unlink(missing_ok=True)  # never leave a stray copy of a recording behind
             raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
         return StoredBlob(key, sha256_hex(data), len(data))
+
+    def put_file(self, key: str, source: IO[bytes]) -> StoredBlob:
+        path = self._path(key)
+        partial = path.with_suffix(".partial")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with partial.open("wb") as out:
+                while chunk := source.read(self.chunk_bytes):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            partial.replace(path)
+        except BaseException as exc:
+            partial.unlink(missing_ok=True)  # never leave a stray copy of a recording behind
+            if isinstance(exc, OSError):
+                raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
+            raise
+        return StoredBlob(key, digest.hexdigest(), size)
 
     def get(self, key: str) -> bytes:
         try:
@@ -103,6 +143,9 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
+    # S3 takes parts of at least 5 MiB (but the last); one part is all put_file holds.
+    part_bytes = 8 * 1024 * 1024
+
     def __init__(
         self, client: Any, bucket: str, sse: str = "AES256", kms_key_id: str | None = None
     ):
@@ -127,20 +170,77 @@ class S3BlobStore:
             # A store that times out on first use is an outage like any other call's.
             raise BlobStoreError(f"cannot set up bucket {self.bucket}: {exc}") from exc
 
+    def _encryption(self) -> dict[str, str]:
+        extra = {"ServerSideEncryption": self.sse}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        return extra
+
     def put(self, key: str, data: bytes) -> StoredBlob:
         from botocore.exceptions import BotoCoreError, ClientError
 
         digest = sha256_hex(data)
-        extra: dict[str, str] = {"ServerSideEncryption": self.sse}
-        if self.kms_key_id:
-            extra["SSEKMSKeyId"] = self.kms_key_id
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, Metadata={"sha256": digest}, **extra
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                Metadata={"sha256": digest},
+                **self._encryption(),
             )
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
         return StoredBlob(key, digest, len(data))
+
+    def put_file(self, key: str, source: IO[bytes]) -> StoredBlob:
+        """One part or less is one PUT (with its sha256 metadata, as ``put``); more is a
+        multipart upload, aborted when a part fails so that no partial object remains. A
+        multipart object carries no sha256 metadata (that is fixed before the first part);
+        the digest returned here is what the caller keeps."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        part = _read_part(source, self.part_bytes)
+        if len(part) < self.part_bytes:
+            return self.put(key, part)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, **self._encryption()
+            )["UploadId"]
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
+        try:
+            done: list[dict[str, Any]] = []
+            while part:
+                digest.update(part)
+                size += len(part)
+                number = len(done) + 1
+                answer = self.client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=part
+                )
+                done.append({"ETag": answer["ETag"], "PartNumber": number})
+                part = _read_part(source, self.part_bytes)
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+            )
+        except BaseException as exc:
+            # Whatever stopped it (the store, or reading the source), no parts are left behind.
+            self._abort(key, upload_id)
+            if isinstance(exc, BotoCoreError | ClientError):
+                raise BlobStoreError(f"cannot write blob {key}: {exc}") from exc
+            raise
+        return StoredBlob(key, digest.hexdigest(), size)
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (BotoCoreError, ClientError):
+            # Its parts stay, invisible to reads, until a bucket lifecycle rule for incomplete
+            # multipart uploads (the operator's) removes them.
+            logger.exception("could not abort the multipart upload of %s", key)
 
     def check(self) -> str:
         from botocore.exceptions import BotoCoreError, ClientError

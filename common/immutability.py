@@ -8,6 +8,16 @@ ordinary triggers.
 
 from django.db import migrations
 
+# What the migrations protect (below): the database roles' grants and the start check
+# (common/database_roles.py) hold these tables to INSERT and SELECT for the service.
+IMMUTABLE_TABLES = (
+    "consent_consentrecord",
+    "audit_auditevent",
+    "audit_erasureaudit",
+    "audit_erasureconfirmation",
+)
+REFUSE_CHANGE_FUNCTION_NAME = "scaiecho_refuse_change"
+
 REFUSE_CHANGE_FUNCTION = """
 CREATE OR REPLACE FUNCTION scaiecho_refuse_change() RETURNS trigger AS $$
 BEGIN

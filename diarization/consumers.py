@@ -12,7 +12,6 @@ the upgrade request or, where it cannot set headers, with a first text frame
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -22,12 +21,18 @@ from typing import Any
 from channels.db import DatabaseSyncToAsync
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from common import rate_limits
+from common.client_address import client_address_of_scope
 from diarization.services import streams
 from diarization.streaming import PcmDecoder, StreamDiarizer, StreamError
-from tenancy.auth import ApiPrincipal, resolve_api_key
+from tenancy.auth import (
+    ApiPrincipal,
+    AuthenticationThrottled,
+    FailedAuthentications,
+    resolve_api_key,
+)
 from tenancy.permissions import STREAM, allows
 
 logger = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 CLOSE_CODES = {
     "unauthenticated": 4401,
     "invalid_api_key": 4401,
+    "key_revoked": 4401,
     "missing_scope": 4403,
     "protocol_error": 4400,
     "unsupported_media_type": 4415,
@@ -52,6 +58,10 @@ CLOSE_CODES = {
 
 
 REDIS_DOWN = ("backend_unavailable", "The service's Redis is unavailable; retry later.")
+DATABASE_DOWN = (
+    "backend_unavailable",
+    "The service's database did not answer while checking the API key; retry later.",
+)
 # Well inside streams.STREAM_SLOT_LEASE_S, so that a live session never loses its slot.
 SLOT_RENEWAL_S = 10.0
 
@@ -73,48 +83,41 @@ class StreamConsumer(AsyncWebsocketConsumer):
     principal: ApiPrincipal | None = None
     diarizer: StreamDiarizer | None = None
     decoder: PcmDecoder | None = None
+    # Whether the open session labels speakers, which needs scaiecho:diarize as long as it runs.
+    labelling = False
 
     async def connect(self) -> None:
         await self.accept()
         self.session_id = uuid.uuid4().hex
         self.last_frame_at = time.monotonic()
-        client = self.scope.get("client") or ("unknown", 0)
-        self.auth_failures = f"auth-failures:{client[0]}"
+        self.client_address = client_address_of_scope(self.scope)
         # Sessions that never authenticate, never open or fall silent are closed, so that
-        # idle sockets cannot pile up.
+        # idle sockets cannot pile up; open ones have their key checked again.
         self.watchdog = asyncio.create_task(self._watch())
+        headers = dict(self.scope.get("headers", []))
+        header = headers.get(b"authorization", b"").decode("latin-1")
         try:
-            await _in_thread(rate_limits.check)(
-                self.auth_failures, settings.AUTH_FAILURE_LIMIT, settings.AUTH_FAILURE_WINDOW_S
-            )
-        except rate_limits.RateLimited as limited:
-            await self._fail(
-                "rate_limited",
-                f"Too many failed authentications; retry in {limited.retry_after_s} s.",
-            )
-            return
+            # An address already cut off is told so before it sends a key.
+            await _in_thread(FailedAuthentications.of("", self.client_address).check)()
+            if header:
+                scheme, _, raw_key = header.partition(" ")
+                if scheme.lower() != "bearer" or not raw_key.strip():
+                    await self._fail("invalid_api_key", "Authorization must be 'Bearer <api key>'.")
+                    return
+                await self._authenticate(raw_key.strip())
+        except AuthenticationThrottled as throttled:
+            await self._fail("rate_limited", throttled.message)
         except RedisError:
             logger.exception("stream session %s: Redis unavailable", self.session_id)
             await self._fail(*REDIS_DOWN)
-            return
-        headers = dict(self.scope.get("headers", []))
-        header = headers.get(b"authorization", b"").decode("latin-1")
-        if header:
-            scheme, _, raw_key = header.partition(" ")
-            if scheme.lower() != "bearer" or not raw_key.strip():
-                await self._fail("invalid_api_key", "Authorization must be 'Bearer <api key>'.")
-                return
-            await self._authenticate(raw_key.strip())
 
     async def _authenticate(self, raw_key: str) -> bool:
+        """Raises AuthenticationThrottled while the key's prefix or the address is cut off."""
+        failures = FailedAuthentications.of(raw_key, self.client_address)
+        await _in_thread(failures.check)()
         principal = await _in_thread(_principal_for)(raw_key)
         if principal is None:
-            with contextlib.suppress(rate_limits.RateLimited):
-                await _in_thread(rate_limits.consume)(
-                    self.auth_failures,
-                    settings.AUTH_FAILURE_LIMIT,
-                    settings.AUTH_FAILURE_WINDOW_S,
-                )
+            await _in_thread(failures.count)()
             await self._fail("invalid_api_key", "Invalid or revoked API key.")
             return False
         if not allows(principal, STREAM):
@@ -125,10 +128,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _watch(self) -> None:
         opened_by = time.monotonic() + settings.STREAM_HANDSHAKE_TIMEOUT_S
-        slot_renewed_at = time.monotonic()
+        slot_renewed_at = key_checked_at = time.monotonic()
         while True:
-            await asyncio.sleep(min(1.0, settings.STREAM_HANDSHAKE_TIMEOUT_S / 2))
+            await asyncio.sleep(
+                min(1.0, settings.STREAM_HANDSHAKE_TIMEOUT_S / 2, settings.STREAM_KEY_RECHECK_S)
+            )
             now = time.monotonic()
+            if self.principal is not None and now - key_checked_at >= (
+                settings.STREAM_KEY_RECHECK_S
+            ):
+                key_checked_at = now
+                if not await self._recheck_key():
+                    return
             if self.diarizer is not None and now - slot_renewed_at > SLOT_RENEWAL_S:
                 slot_renewed_at = now
                 try:
@@ -150,6 +161,21 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 )
                 return
 
+    async def _recheck_key(self) -> bool:
+        """False (the session closed) once the key was revoked or lost a scope it uses."""
+        assert self.principal is not None
+        try:
+            self.principal = await _in_thread(streams.recheck_key)(self.principal, self.labelling)
+        except StreamError as exc:
+            await self._fail(exc.code, exc.message)
+            return False
+        except DatabaseError:
+            # A key that cannot be checked is not trusted any longer.
+            logger.exception("stream session %s: key recheck failed", self.session_id)
+            await self._fail(*DATABASE_DOWN)
+            return False
+        return True
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         self.last_frame_at = time.monotonic()
         try:
@@ -159,6 +185,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self._control(text_data)
         except StreamError as exc:
             await self._fail(exc.code, exc.message)
+        except AuthenticationThrottled as throttled:
+            await self._fail("rate_limited", throttled.message)
         except RedisError:
             logger.exception("stream session %s: Redis unavailable", self.session_id)
             await self._fail(*REDIS_DOWN)
@@ -204,6 +232,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.diarizer, labelled = await _in_thread(streams.open_stream)(
             self.principal, requested, self.session_id
         )
+        self.labelling = labelled
         ready: dict[str, Any] = {
             "type": "ready",
             "backend_used": settings.STREAM_BACKEND_NAME,
@@ -267,8 +296,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _fail(self, code: str, message: str) -> None:
         self._stop_watching()
         await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
-        await self._end_session()
-        await self.close(code=CLOSE_CODES.get(code, 4400))
+        try:
+            await self._end_session()
+        finally:
+            # Closed even when the session's record fails (the database that failed a recheck);
+            # the reason repeats the error's code, for clients that only see the close.
+            await self.close(code=CLOSE_CODES.get(code, 4400), reason=code)
 
     def _stop_watching(self) -> None:
         watchdog = getattr(self, "watchdog", None)

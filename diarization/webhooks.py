@@ -31,6 +31,41 @@ class DeliveryFailed(Exception):
     pass
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+_LOCAL_USE_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: never global
+# IPv6 forms that stand for the IPv4 address in their last 32 bits (RFC 4291, RFC 6052).
+_EMBEDS_IPV4_LOW_BITS = [
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (also holds :: and ::1)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix
+]
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, in the forms a router translates."""
+    if any(ip in network for network in _EMBEDS_IPV4_LOW_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour  # 2002::/16 (6to4) carries it in bits 16 to 48
+
+
+def is_plain_global_unicast(ip: IPAddress) -> bool:
+    """A public unicast address, judged by the IPv4 address it embeds where it embeds one.
+
+    Python 3.11's ``is_global`` alone calls ``::127.0.0.1``, ``64:ff9b::a9fe:a9fe`` (NAT64 of
+    the cloud metadata address), ``2002:7f00:1::`` (6to4 of loopback) and multicast global.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_USE_NAT64:
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            return is_plain_global_unicast(embedded)
+        return ip in _GLOBAL_UNICAST_V6 and ip.is_global
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
 def check_webhook_url(url: str) -> str:
     """Refuses URLs that are not http(s) or that point into private networks (SSRF).
 
@@ -45,9 +80,10 @@ def check_webhook_url(url: str) -> str:
     except (OSError, UnicodeError, ValueError) as exc:
         raise WebhookNotAllowed(f"The webhook host {parts.hostname!r} does not resolve.") from exc
     ips = [ipaddress.ip_address(str(address).split("%")[0]) for address in addresses]
-    if not settings.WEBHOOK_ALLOW_PRIVATE_HOSTS and not all(ip.is_global for ip in ips):
+    if not settings.WEBHOOK_ALLOW_PRIVATE_HOSTS and not all(map(is_plain_global_unicast, ips)):
         raise WebhookNotAllowed(
-            f"The webhook host {parts.hostname!r} is a private, loopback or link-local address."
+            f"The webhook host {parts.hostname!r} resolves to an address that is not public "
+            "unicast (private, loopback, link-local, multicast, reserved or one embedding them)."
         )
     return str(ips[0])
 

@@ -19,16 +19,16 @@ class NodeStatus:
     engine: str
     model_id: str
     model_version: str
-    boot_id: str
-    host: str
-    pid: int
-    gallery_size: int | None
     warm_count: int
     last_seen_at: datetime | None
 
 
 def node_statuses(tenant: Tenant) -> list[NodeStatus]:
-    """Every node known to the registry or the database, with the tenant's warm count."""
+    """Every node known to the registry or the database, with the tenant's warm count.
+
+    Nothing in it describes other tenants or the machine: no gallery size (every tenant's
+    speakers), host or pid. Operators find those in the Django admin and /metrics.
+    """
     beats = registry.live_heartbeats()
     rows = {node.node_id: node for node in Node.objects.all()}
     warm_counts = dict(
@@ -49,10 +49,6 @@ def node_statuses(tenant: Tenant) -> list[NodeStatus]:
                 engine=beat.engine if beat else row.engine if row else "",
                 model_id=beat.model_id if beat else row.model_id if row else "",
                 model_version=beat.model_version if beat else row.model_version if row else "",
-                boot_id=beat.boot_id if beat else row.boot_id if row else "",
-                host=beat.host if beat else row.host if row else "",
-                pid=beat.pid if beat else row.pid if row else 0,
-                gallery_size=beat.gallery_size if beat else None,
                 warm_count=int(warm_counts.get(node_id, 0)),
                 last_seen_at=row.last_seen_at if row else None,
             )

@@ -22,7 +22,8 @@ from nodes import registry
 
 
 class LiveStateCollector(Collector):
-    """Queue depth per queue, nodes alive, speakers by status: read when scraped."""
+    """Queue depth per queue, nodes alive, gallery per node, speakers by status: read when
+    scraped."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
@@ -55,6 +56,14 @@ class LiveStateCollector(Collector):
             "Pyannote nodes with a live heartbeat.",
             value=float(sum(1 for b in beats.values() if b.is_candidate)),
         )
+        galleries = GaugeMetricFamily(
+            "scaiecho_node_gallery_size",
+            "Speakers of every tenant each live node holds.",
+            labels=["node"],
+        )
+        for node_id, beat in beats.items():
+            galleries.add_metric([node_id], float(beat.gallery_size))
+        yield galleries
         speakers = GaugeMetricFamily(
             "scaiecho_speakers", "Speakers by enrollment status.", labels=["status"]
         )

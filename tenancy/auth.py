@@ -13,6 +13,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from common import rate_limits
+from common.client_address import client_address, limit_subject
 from tenancy.models import ApiKey, Tenant
 
 KEY_PREFIX_LENGTH = 12
@@ -60,27 +61,81 @@ def resolve_api_key(raw_key: str) -> ApiKey | None:
     return key
 
 
+def current_principal(principal: ApiPrincipal) -> ApiPrincipal | None:
+    """The principal's key as it stands now: None once it is revoked (or gone), else its
+    current scopes; for a session that outlives the request that authenticated it."""
+    key = ApiKey.objects.select_related("tenant").filter(id=principal.api_key.id).first()
+    if key is None or key.revoked_at is not None:
+        return None
+    return ApiPrincipal(api_key=key, tenant=key.tenant, scopes=frozenset(key.scopes))
+
+
+class AuthenticationThrottled(Exception):
+    def __init__(self, retry_after_s: int, message: str):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FailedAuthentications:
+    """The failed-authentication limits one attempt falls under, checked before the key is:
+    its key's public prefix (AUTH_FAILURE_KEY_LIMIT), so that guessing one key's secret stops
+    there without locking out other keys, and its client address (AUTH_FAILURE_LIMIT, looser,
+    since one address can stand for a whole NAT or proxy), so that trying prefix after prefix
+    stops too."""
+
+    prefix: str | None
+    address: str
+
+    @classmethod
+    def of(cls, raw_key: str, address: str | None) -> FailedAuthentications:
+        return cls(prefix=prefix_of(raw_key), address=limit_subject(address))
+
+    def _limits(self) -> list[tuple[str, int, str]]:
+        limits = [(f"auth-failures:address:{self.address}", settings.AUTH_FAILURE_LIMIT, "address")]
+        if self.prefix is not None:
+            limits.append(
+                (f"auth-failures:key:{self.prefix}", settings.AUTH_FAILURE_KEY_LIMIT, "key")
+            )
+        return limits
+
+    def check(self) -> None:
+        """Raises AuthenticationThrottled while either limit is used up."""
+        for name, limit, what in self._limits():
+            try:
+                rate_limits.check(name, limit, settings.AUTH_FAILURE_WINDOW_S)
+            except rate_limits.RateLimited as limited:
+                raise AuthenticationThrottled(
+                    limited.retry_after_s,
+                    f"Too many failed authentications with this {what}; "
+                    f"retry in {limited.retry_after_s} s.",
+                ) from limited
+
+    def count(self) -> None:
+        for name, limit, _ in self._limits():
+            with contextlib.suppress(rate_limits.RateLimited):
+                rate_limits.consume(name, limit, settings.AUTH_FAILURE_WINDOW_S)
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiPrincipal, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        # Guessing keys from one address is cut off after AUTH_FAILURE_LIMIT misses a window.
-        failures = f"auth-failures:{request.META.get('REMOTE_ADDR', 'unknown')}"
-        window = settings.AUTH_FAILURE_WINDOW_S
-        try:
-            rate_limits.check(failures, settings.AUTH_FAILURE_LIMIT, window)
-        except rate_limits.RateLimited as limited:
-            raise exceptions.Throttled(
-                wait=limited.retry_after_s,
-                detail="Too many failed authentications from this address.",
-            ) from limited
         scheme, _, raw_key = header.partition(" ")
-        key = resolve_api_key(raw_key.strip()) if scheme.lower() == "bearer" else None
+        raw_key = raw_key.strip() if scheme.lower() == "bearer" else ""
+        failures = FailedAuthentications.of(raw_key, client_address(request.META))
+        try:
+            failures.check()
+        except AuthenticationThrottled as throttled:
+            raise exceptions.Throttled(
+                wait=throttled.retry_after_s, detail=throttled.message
+            ) from throttled
+        key = resolve_api_key(raw_key) if raw_key else None
         if key is None:
-            with contextlib.suppress(rate_limits.RateLimited):
-                rate_limits.consume(failures, settings.AUTH_FAILURE_LIMIT, window)
-            if scheme.lower() != "bearer" or not raw_key.strip():
+            failures.count()
+            if not raw_key:
                 raise exceptions.AuthenticationFailed(
                     "Authorization header must be 'Bearer <api key>'."
                 )

@@ -1,9 +1,10 @@
 """Who may do what: the one place that turns a principal's scopes into permissions.
 
-The API's views declare ``required_scopes`` per method from the alternatives below and
-``HasRequiredScopes`` checks them; the console and the streaming route ask ``allows`` with the
-same alternatives. Enrollment is biometric capture: ``scaiecho:enroll`` is never implied by
-another scope.
+The API's views derive from ``tenancy.api_views.ScopedView`` and declare ``required_scopes``
+per method from the alternatives below; ``HasRequiredScopes`` checks them and fails closed: a
+method a view serves but does not declare is refused, HEAD needs what GET needs, OPTIONS is not
+served. The console and the streaming route ask ``allows`` with the same alternatives.
+Enrollment is biometric capture: ``scaiecho:enroll`` is never implied by another scope.
 """
 
 from __future__ import annotations
@@ -48,15 +49,25 @@ class HasRequiredScopes(BasePermission):
     """Checks ``view.required_scopes[METHOD]``: a list of alternatives, each a tuple of scopes.
 
     ``{"GET": [("scaiecho:enroll",), ("scaiecho:audit",)]}`` means enroll OR audit;
-    ``{"POST": [("scaiecho:transcribe", "scaiecho:diarize")]}`` means both.
+    ``{"POST": [("scaiecho:transcribe", "scaiecho:diarize")]}`` means both. A method the view
+    has no handler for is a 405; one it serves without declaring it (or a view that declares
+    nothing) is a 403 for every key: a missing declaration never means "anyone".
     """
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        method = request.method or ""
+        if method.lower() not in view.http_method_names or not hasattr(view, method.lower()):
+            # Which methods a route serves is public (the OpenAPI schema); no need for a key.
+            raise exceptions.MethodNotAllowed(method)
         principal = request.user
         if not isinstance(principal, ApiPrincipal):
             raise exceptions.NotAuthenticated("Missing 'Authorization: Bearer <api key>' header.")
-        alternatives = getattr(view, "required_scopes", {}).get(request.method, [])
-        if not alternatives or allows(principal, alternatives):
+        # Django answers HEAD with the GET handler, so it needs what GET needs.
+        declared = getattr(view, "required_scopes", None) or {}
+        alternatives = declared.get("GET" if method == "HEAD" else method)
+        if not alternatives:
+            raise exceptions.PermissionDenied(f"This route declares no scopes for {method}.")
+        if allows(principal, alternatives):
             return True
         wanted = " or ".join(" + ".join(needed) for needed in alternatives)
         raise MissingScope(

@@ -7,6 +7,7 @@ the servers are stopped when the session ends (config/embedded.py).
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 
 import pytest
@@ -18,6 +19,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     from config import embedded
 
+    # The suite is a local run (the settings' SCAIECHO_ENV), also against CI's servers; the
+    # processes it starts inherit that.
+    os.environ.setdefault("SCAIECHO_ENV", "local")
+    # The suite connects as the server's superuser (CI's postgres, the embedded one's), which
+    # can alter anything: the processes it starts warn about their role instead of refusing.
+    # tests/operations/integration/test_database_roles.py runs the refusal itself.
+    os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
     servers = ExitStack()
     servers.enter_context(embedded.running())
     early_config.add_cleanup(servers.close)

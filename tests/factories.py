@@ -7,6 +7,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
+from enrollment.models import EnrollmentStatus, Speaker
 from operations.services import create_api_key
 from tenancy.auth import ApiPrincipal
 from tenancy.models import ALL_SCOPES, ApiKey, Tenant
@@ -32,6 +33,23 @@ def client_for(raw_key: str | None) -> APIClient:
     if raw_key:
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     return client
+
+
+def make_speaker(tenant: Tenant, name: str = "Speaker") -> Speaker:
+    """A ready speaker row (no recordings stored), for tests about access rather than audio."""
+    return Speaker.objects.create(
+        tenant=tenant,
+        display_name=name,
+        language_primary="en",
+        enrollment_status=EnrollmentStatus.READY,
+        reference_blob_key=f"speakers/{uuid.uuid4()}",
+        reference_sha256="0" * 64,
+        reference_size_bytes=1,
+        reference_duration_s=5.0,
+        reference_speech_s=4.0,
+        embedding_model_id="m",
+        embedding_model_version="v",
+    )
 
 
 def enrollment_form(**overrides: object) -> dict[str, object]:

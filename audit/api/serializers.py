@@ -64,7 +64,30 @@ class ErasureReceiptSerializer(serializers.Serializer):
 
 
 class ChainVerdictSerializer(serializers.Serializer):
-    intact = serializers.BooleanField()
-    events_checked = serializers.IntegerField()
-    first_broken_seq = serializers.IntegerField(allow_null=True)
-    problem = serializers.CharField(allow_null=True)
+    """A verification of the whole trail (a break anywhere matters to every tenant), told in
+    the calling tenant's own numbers: built by audit.services.ChainVerdict.for_tenant."""
+
+    intact = serializers.BooleanField(
+        help_text="Every link of the whole trail holds, and it still holds what the newest "
+        "signed checkpoints signed."
+    )
+    events_checked = serializers.IntegerField(
+        help_text="How many of this tenant's own events were verified."
+    )
+    first_broken_seq = serializers.IntegerField(
+        allow_null=True,
+        help_text="The event the break was found at, when it is one of this tenant's events.",
+    )
+    problem = serializers.CharField(allow_null=True, help_text="What was found; null if intact.")
+    break_in_own_events = serializers.BooleanField(
+        allow_null=True,
+        help_text="Whether the break was found at one of this tenant's events; null when "
+        "intact, or when the break is at no one event (events cut from the tail, a rewrite "
+        "found at a checkpoint, a bad checkpoint).",
+    )
+    anchor = serializers.ChoiceField(
+        choices=["none", "current", "overdue"],
+        help_text="none: no signed checkpoint yet (a fresh trail); current: the newest "
+        "checkpoint holds; overdue: events older than the checkpoint interval allows are "
+        "under no checkpoint (the checkpoint task is not running, or checkpoints were removed).",
+    )

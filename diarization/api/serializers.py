@@ -76,8 +76,13 @@ class DiarizationJobSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     completed_at = serializers.DateTimeField(allow_null=True)
-    estimated_time = serializers.IntegerField(help_text="Seconds the job is expected to take.")
-    audio_duration = serializers.FloatField()
+    estimated_time = serializers.IntegerField(
+        help_text="Seconds the job is expected to take; revised once a node has decoded the audio."
+    )
+    audio_duration = serializers.FloatField(
+        help_text="Seconds of audio: as the file's header declares at intake (0 when it declares "
+        "none), as measured once a node has decoded it."
+    )
     options = serializers.DictField()
     node_id = serializers.CharField(allow_null=True)
     warnings = serializers.ListField(child=serializers.DictField())

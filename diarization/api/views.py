@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from common import rate_limits
 from diarization import selectors
 from diarization.api.serializers import (
     DiarizationJobSerializer,
@@ -19,6 +20,7 @@ from diarization.api.serializers import (
 from diarization.formats import FORMATS, render
 from diarization.models import DiarizationJob, JobStatus
 from diarization.services import jobs, tuning
+from tenancy.api_views import ScopedView
 from tenancy.permissions import DIARIZE, principal_of
 
 
@@ -29,7 +31,7 @@ def _job(request: Request, job_id: str) -> DiarizationJob:
     return job
 
 
-class DiarizeView(APIView):
+class DiarizeView(ScopedView):
     parser_classes = [MultiPartParser, FormParser]
     required_scopes = {"POST": [DIARIZE]}
 
@@ -41,13 +43,51 @@ class DiarizeView(APIView):
     @extend_schema(
         request={"multipart/form-data": DiarizeRequestSerializer},
         responses={
-            202: DiarizationJobSerializer,
-            413: OpenApiResponse(description="upload_too_large"),
-            422: OpenApiResponse(description="audio_unusable"),
+            202: OpenApiResponse(
+                response=DiarizationJobSerializer,
+                description="Accepted once the upload is stored and its header passed the "
+                "limits; the node decodes it. Audio that then proves unusable (it does not "
+                "decode, or holds more than the limits) fails the job: `status` `failed` "
+                "with `error.code` `audio_undecodable`, `audio_too_long` or "
+                "`audio_too_costly`, in `GET diarize/{job}` and the webhook.",
+            ),
+            413: OpenApiResponse(description="upload_too_large: over DIARIZE_MAX_UPLOAD_BYTES"),
+            422: OpenApiResponse(
+                description="audio_unusable, with `reason`: `audio_unsupported_format`, "
+                "`audio_undecodable` (no readable header or audio stream), `audio_too_long` "
+                "(declared duration over DIARIZE_MAX_DURATION_S) or `audio_too_costly` "
+                "(declared seconds x rate x channels over DIARIZE_MAX_INPUT_SAMPLES); "
+                "`measured` and `threshold` give the figures. Nothing is stored."
+            ),
+            429: OpenApiResponse(
+                description="rate_limited: the tenant submitted DIARIZE_RATE_LIMIT jobs this "
+                "minute; Retry-After says when to try again."
+            ),
+            503: OpenApiResponse(description="blob_store_unavailable: nothing was stored"),
         },
+        parameters=[
+            OpenApiParameter(
+                "Retry-After",
+                OpenApiTypes.INT,
+                OpenApiParameter.HEADER,
+                response=[429],
+                description="Seconds until the tenant may submit again.",
+            )
+        ],
         summary="Submit a diarization job",
     )
     def post(self, request: Request) -> Response:
+        # Counted before the form is parsed: a refused request's upload is never handled.
+        try:
+            rate_limits.consume(
+                f"diarize:{principal_of(request).tenant.id}", settings.DIARIZE_RATE_LIMIT, 60
+            )
+        except rate_limits.RateLimited as limited:
+            raise Throttled(
+                wait=limited.retry_after_s,
+                detail="This tenant is submitting diarization jobs faster than "
+                "DIARIZE_RATE_LIMIT a minute.",
+            ) from limited
         form = DiarizeRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         fields = dict(form.validated_data)
@@ -60,7 +100,7 @@ class DiarizeView(APIView):
         )
 
 
-class DiarizeJobView(APIView):
+class DiarizeJobView(ScopedView):
     required_scopes = {"GET": [DIARIZE]}
 
     @extend_schema(responses=DiarizationJobSerializer, summary="A diarization job and its result")
@@ -68,7 +108,7 @@ class DiarizeJobView(APIView):
         return Response({"data": selectors.job_body(_job(request, job_id))})
 
 
-class DiarizeResultView(APIView):
+class DiarizeResultView(ScopedView):
     required_scopes = {"GET": [DIARIZE]}
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple:

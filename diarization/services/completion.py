@@ -16,7 +16,7 @@ from audit.services import record_event
 from common.audio import AudioRejected, DecodedAudio, decode_audio
 from common.blobs import BlobStoreError, get_blob_store, sha256_hex
 from diarization.models import DiarizationJob, JobStatus, WebhookState
-from diarization.services import webhook_delivery
+from diarization.services import tuning, webhook_delivery
 from enrollment.models import EnrollmentStatus, Speaker
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ class NodeJobError(Exception):
 
 
 def load_audio(job: DiarizationJob) -> DecodedAudio:
+    """The job's audio, decoded under the limits the intake could only check against the
+    header; the duration measured replaces the declared one (and the estimate with it).
+
+    Audio that cannot be used is a permanent NodeJobError whose code says why
+    (``audio_undecodable``, ``audio_too_long``, ``audio_too_costly``, ...).
+    """
     try:
         data = get_blob_store().get(job.audio_blob_key)
     except BlobStoreError as exc:
@@ -50,9 +56,18 @@ def load_audio(job: DiarizationJob) -> DecodedAudio:
             "audio_hash_mismatch", "the stored audio changed after intake", permanent=True
         )
     try:
-        return decode_audio(io.BytesIO(data), max_duration_s=settings.DIARIZE_MAX_DURATION_S)
+        audio = decode_audio(
+            io.BytesIO(data),
+            max_duration_s=settings.DIARIZE_MAX_DURATION_S,
+            max_input_samples=settings.DIARIZE_MAX_INPUT_SAMPLES,
+        )
     except AudioRejected as exc:
         raise NodeJobError(exc.code, exc.message, permanent=True) from exc
+    measured_s = round(audio.duration_s, 3)
+    DiarizationJob.objects.filter(id=job.id, status__in=UNFINISHED).update(
+        audio_duration_s=measured_s, estimated_time_s=tuning.estimated_time_s(measured_s)
+    )
+    return audio
 
 
 def complete(
@@ -90,7 +105,9 @@ def complete(
         transaction.on_commit(lambda: _after_finish(str(job.id)), robust=True)
 
 
-def fail(job: DiarizationJob, attempt: int, code: str, message: str) -> None:
+def fail(
+    job: DiarizationJob, attempt: int, code: str, message: str, *, actor: str = "orchestrator"
+) -> None:
     with transaction.atomic():
         done = DiarizationJob.objects.filter(
             id=job.id, attempt=attempt, status__in=UNFINISHED
@@ -102,7 +119,7 @@ def fail(job: DiarizationJob, attempt: int, code: str, message: str) -> None:
         if done:
             record_event(
                 "diarization.failed",
-                actor="orchestrator",
+                actor=f"node:{actor}" if actor != "orchestrator" else actor,
                 tenant_id=str(job.tenant_id),
                 details={"job_id": str(job.id), "error": {"code": code, "message": message}},
             )

@@ -3,7 +3,6 @@ recovery, and the completion without a node (speech segments, no speaker labels)
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import uuid
@@ -17,7 +16,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from common.audio import AudioRejected, DecodedAudio, decode_audio
+from common.audio import AudioHeader, AudioRejected, probe_audio
 from common.blobs import BlobStoreError, get_blob_store
 from common.errors import ServiceError, UploadTooLarge
 from common.tasks import send_task
@@ -75,11 +74,14 @@ class JobRequest:
 
 
 def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile) -> DiarizationJob:
-    """Checks the audio, stores it, records the job and, on commit, sends it to a node.
+    """Checks the audio's header, streams it to the blob store, records the job and, on
+    commit, sends it to a node.
 
-    Nothing is kept when a step before the commit fails: the blob is removed if the row
-    cannot be written. Once committed, the job is kept even if the message cannot leave
-    (the periodic recovery sends it again).
+    Nothing here decodes the audio or holds it in memory: the node decodes it and enforces
+    the limits on what it really holds (a header may lie or declare no duration). Nothing is
+    kept when a step before the commit fails: the blob is removed if the row cannot be
+    written. Once committed, the job is kept even if the message cannot leave (the periodic
+    recovery sends it again).
     """
     if audio.size is not None and audio.size > settings.DIARIZE_MAX_UPLOAD_BYTES:
         raise UploadTooLarge(
@@ -89,8 +91,7 @@ def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile
         )
     if request.webhook:
         check_webhook_url(request.webhook)
-    data = audio.read()
-    decoded = _decode(data)
+    header = _probe(audio)
     tenant = principal.tenant
     options = DiarizationOptions(
         num_speakers=request.num_speakers,
@@ -104,12 +105,19 @@ def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile
     job_id = uuid.uuid4()
     key = f"diarize/{tenant.id}/{job_id}/audio"
     store = get_blob_store()
+    audio.seek(0)
     try:
-        stored = store.put(key, data)
+        stored = store.put_file(key, audio)
     except BlobStoreError as exc:
+        _delete_audio_quietly(key)  # a write that failed half-way may still leave an object
         raise BlobStoreUnavailable(
             "The blob store is unavailable; nothing was stored. Try again later."
         ) from exc
+    # Until the node has decoded it, the job goes by what the header declares; with no
+    # declared duration, the estimate is for the longest recording the limits let through.
+    expected_s = header.duration_s
+    if expected_s is None:
+        expected_s = tuning.longest_accepted_s(header.sample_rate, header.channels)
     try:
         with transaction.atomic():
             job = DiarizationJob.objects.create(
@@ -121,8 +129,8 @@ def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile
                 audio_blob_key=key,
                 audio_sha256=stored.sha256,
                 audio_size_bytes=stored.size_bytes,
-                audio_duration_s=round(decoded.duration_s, 3),
-                estimated_time_s=tuning.estimated_time_s(decoded.duration_s),
+                audio_duration_s=round(header.duration_s or 0.0, 3),
+                estimated_time_s=tuning.estimated_time_s(expected_s),
                 webhook_url=request.webhook,
                 webhook_state=WebhookState.PENDING if request.webhook else WebhookState.NONE,
             )
@@ -140,16 +148,23 @@ def _job_options(options: DiarizationOptions) -> dict[str, Any]:
     return kept
 
 
-def _decode(data: bytes) -> DecodedAudio:
-    # Checked and measured only: the node decodes it again, so the API keeps no samples.
+def _probe(audio: UploadedFile) -> AudioHeader:
+    # The header only: a file whose header already declares too much is refused before
+    # anything is stored.
     try:
-        return decode_audio(
-            io.BytesIO(data), max_duration_s=settings.DIARIZE_MAX_DURATION_S, keep_samples=False
+        return probe_audio(
+            audio,
+            max_duration_s=settings.DIARIZE_MAX_DURATION_S,
+            max_input_samples=settings.DIARIZE_MAX_INPUT_SAMPLES,
         )
     except AudioRejected as rejected:
         raise AudioUnusable(
             rejected.message,
-            details={"reason": rejected.code, "measured": rejected.measured},
+            details={
+                "reason": rejected.code,
+                "measured": rejected.measured,
+                "threshold": rejected.threshold,
+            },
         ) from rejected
 
 

@@ -8,7 +8,7 @@ from diarization.engine import as_result, diarize
 from diarization.models import DiarizationJob, JobStatus
 from diarization.segmentation import get_speech_detector
 from diarization.services import completion, tuning
-from diarization.services.completion import UNFINISHED
+from diarization.services.completion import UNFINISHED, NodeJobError
 from enrollment.models import EnrollmentStatus, Speaker
 from nodes.runtime import NodeRuntime
 from nodes.services.node_work import evict_here
@@ -18,7 +18,8 @@ from voice.gallery import EnrolledGallery
 def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
     """Diarizes the job's audio on this node, labelled from this node's gallery.
 
-    Idempotent: a redelivered or superseded attempt does nothing.
+    Idempotent: a redelivered or superseded attempt does nothing. Audio that cannot be
+    used fails the job ("failed"), which no task retries.
     """
     started = DiarizationJob.objects.filter(
         id=job_id, attempt=attempt, status__in=UNFINISHED
@@ -26,7 +27,15 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
     if not started:
         return "skipped"
     job = DiarizationJob.objects.select_related("tenant").get(id=job_id)
-    audio = completion.load_audio(job)
+    try:
+        audio = completion.load_audio(job)
+    except NodeJobError as exc:
+        if not exc.permanent:
+            raise  # the task retries a blob store outage
+        # Audio no node can use (it does not decode, or holds more than the limits): failed
+        # here, with the reason, rather than decoded again by the orchestrator's fallback.
+        completion.fail(job, attempt, exc.code, exc.message, actor=runtime.node_id)
+        return "failed"
     options = tuning.options_for(job)
     detector = get_speech_detector()
     regions, overlap = detector.regions(audio.samples)

@@ -17,8 +17,8 @@ from diarization.selectors import stream_gallery
 from diarization.services.tuning import identification_threshold
 from diarization.streaming import StreamDiarizer, StreamError, StreamSettings
 from enrollment.models import EnrollmentStatus, Speaker
-from tenancy.auth import ApiPrincipal
-from tenancy.permissions import LABEL_SPEAKERS, allows
+from tenancy.auth import ApiPrincipal, current_principal
+from tenancy.permissions import LABEL_SPEAKERS, STREAM, allows
 from voice.engines import get_engine
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,26 @@ def renew_stream_slot(principal: ApiPrincipal, session_id: str) -> None:
         return
     if not rate_limits.renew_slot(_stream_slots(principal), session_id, STREAM_SLOT_LEASE_S):
         logger.warning("stream session %s: its slot was lost; it runs on uncounted", session_id)
+
+
+def recheck_key(principal: ApiPrincipal, labelling: bool) -> ApiPrincipal:
+    """The session's key as it stands now; a StreamError once it was revoked or lost
+    scaiecho:transcribe, or, for a session that labels speakers, scaiecho:diarize (labels are
+    not silently dropped mid-session: the client reopens without them)."""
+    current = current_principal(principal)
+    if current is None:
+        raise StreamError("key_revoked", "The API key was revoked; the session is closed.")
+    if not allows(current, STREAM):
+        raise StreamError(
+            "missing_scope", "The API key no longer holds scaiecho:transcribe; session closed."
+        )
+    if labelling and not allows(current, LABEL_SPEAKERS):
+        raise StreamError(
+            "missing_scope",
+            "The API key no longer holds scaiecho:diarize, which this session's labels need; "
+            "open a session without diarize, or with a key that holds it.",
+        )
+    return current
 
 
 def _release_stream_slot(principal: ApiPrincipal, session_id: str) -> None:

@@ -38,6 +38,12 @@ def estimated_time_s(duration_s: float) -> int:
     return max(1, int(round(duration_s * settings.DIARIZE_ESTIMATED_RTF + 1.0)))
 
 
+def longest_accepted_s(sample_rate: int, channels: int) -> float:
+    """The longest recording the limits let through at this rate and channel count."""
+    by_cost = settings.DIARIZE_MAX_INPUT_SAMPLES / (sample_rate * channels)
+    return min(float(settings.DIARIZE_MAX_DURATION_S), by_cost)
+
+
 def diarize_body_limit() -> int:
     """The largest diarization request: the audio at its limit, plus the form."""
     return settings.DIARIZE_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES

@@ -7,12 +7,12 @@ from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from audit.api.serializers import ErasureReceiptSerializer
 from audit.models import ErasureReason
 from audit.selectors import erasure_receipt
 from common import rate_limits
+from common.client_address import client_address
 from common.pagination import DataPagination
 from enrollment import selectors, services
 from enrollment.api.serializers import (
@@ -21,10 +21,11 @@ from enrollment.api.serializers import (
     SpeakerListQuerySerializer,
     SpeakerSerializer,
 )
+from tenancy.api_views import ScopedView
 from tenancy.permissions import AUDIT, ENROLL, principal_of
 
 
-class SpeakerCollectionView(APIView):
+class SpeakerCollectionView(ScopedView):
     parser_classes = [MultiPartParser, FormParser]
     required_scopes = {"GET": [ENROLL, AUDIT], "POST": [ENROLL]}
 
@@ -78,7 +79,7 @@ class SpeakerCollectionView(APIView):
             profile=services.SpeakerProfile(**fields),
             reference=reference,
             consent=consent,
-            client_ip=request.META.get("REMOTE_ADDR"),
+            client_ip=client_address(request.META),
         )
         body = dict(SpeakerDetailSerializer(outcome.speaker).data)
         body["enrolled_on"] = outcome.enrolled_on
@@ -87,7 +88,7 @@ class SpeakerCollectionView(APIView):
         return Response({"data": body}, status=status.HTTP_201_CREATED)
 
 
-class SpeakerDetailView(APIView):
+class SpeakerDetailView(ScopedView):
     required_scopes = {"GET": [ENROLL, AUDIT], "DELETE": [ENROLL]}
 
     @extend_schema(responses=SpeakerDetailSerializer, summary="A speaker's profile")
@@ -102,7 +103,7 @@ class SpeakerDetailView(APIView):
         return erase(request, speaker_id, ErasureReason.REQUESTED)
 
 
-class ConsentWithdrawalView(APIView):
+class ConsentWithdrawalView(ScopedView):
     required_scopes = {"POST": [ENROLL]}
 
     @extend_schema(

@@ -8,13 +8,13 @@ from rest_framework.exceptions import NotFound
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from enrollment import selectors as enrollment_selectors
 from enrollment.models import Speaker
 from nodes import selectors
 from nodes.api.serializers import NodeStatusSerializer, WarmRequestSerializer, WarmViewSerializer
 from nodes.services import orchestrator
+from tenancy.api_views import ScopedView
 from tenancy.permissions import AUDIT, ENROLL, principal_of
 
 
@@ -33,7 +33,7 @@ def warm_body(speaker: Speaker) -> dict[str, object]:
     }
 
 
-class SpeakerWarmView(APIView):
+class SpeakerWarmView(ScopedView):
     parser_classes = [JSONParser]
     required_scopes = {"GET": [ENROLL], "POST": [ENROLL]}
 
@@ -60,7 +60,7 @@ class SpeakerWarmView(APIView):
         )
 
 
-class NodeListView(APIView):
+class NodeListView(ScopedView):
     required_scopes = {"GET": [ENROLL, AUDIT]}
 
     @extend_schema(responses=NodeStatusSerializer(many=True), summary="Pyannote nodes")

@@ -145,3 +145,22 @@ def test_diarize_a_file_and_a_stream_over_http(service):
     deltas = [f for f in frames if f["type"] == "delta"]
     assert deltas and all(d["text"] == "" for d in deltas)
     assert alice in {d.get("speaker_label") for d in deltas}
+
+
+def test_only_a_configured_proxy_header_names_the_client(service):
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 by default; run_service turns that off,
+    so that a client cannot pick a fresh address per request (TRUSTED_PROXY_HEADER is unset
+    here: every request below comes from the peer 127.0.0.1)."""
+    from django.conf import settings
+
+    for n in range(settings.AUTH_FAILURE_LIMIT):
+        guess = service.get(
+            "/v1/modules/scaiecho/speakers",
+            headers={"Authorization": f"Bearer se_{n:012d}_guess", "X-Forwarded-For": "192.0.2.1"},
+        )
+        assert guess.status_code == 401, guess.text
+
+    refused = service.get("/v1/modules/scaiecho/speakers", headers={"X-Forwarded-For": "192.0.2.2"})
+
+    assert refused.status_code == 429
+    assert "this address" in refused.json()["error"]["message"]

@@ -10,6 +10,7 @@ import numpy as np
 from celery import current_app
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.database_roles import UnsafeDatabaseRole, check_database_role
 from nodes.api.fields import NODE_ID_PATTERN
 from nodes.runtime import NodeRuntime, install
 from nodes.services import node_work
@@ -39,6 +40,11 @@ class Command(BaseCommand):
         node_id = options["node_id"]
         if not NODE_ID.match(node_id):
             raise CommandError("node ids are 1-64 letters, digits, '.', '_' or '-'")
+        # Before anything of the node starts (models, registry, the worker's own check later).
+        try:
+            check_database_role(f"node {node_id}")
+        except UnsafeDatabaseRole as refusal:
+            raise CommandError(str(refusal)) from refusal
         runtime = NodeRuntime(node_id, get_engine())
         warm_up_models(runtime)
         install(runtime)

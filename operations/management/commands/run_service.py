@@ -13,8 +13,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.signing import ensure_signing_key
+from common.database_roles import UnsafeDatabaseRole, check_database_role
 from operations.services import create_api_key
 from tenancy.models import ALL_SCOPES, Tenant
 from tenancy.services import create_tenant
@@ -39,8 +41,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # As the owner when DATABASE_OWNER_URL names one (manage.py does on the embedded server),
+        # which then grants the service's role; the children check that role again as they start.
         call_command("migrate", interactive=False, verbosity=0)
+        try:
+            check_database_role("run_service")
+        except UnsafeDatabaseRole as refusal:
+            raise CommandError(str(refusal)) from refusal
         self._create_demo_tenant()
+        ensure_signing_key()  # signs the audit checkpoints; generated here on a local run
 
         # Children inherit DATABASE_URL / REDIS_URL, so they share the embedded servers that
         # manage.py started (config/embedded.py, which this layer does not import).
@@ -60,6 +69,9 @@ class Command(BaseCommand):
                 "--workers",
                 str(options["api_workers"]),
                 "--no-access-log",
+                # The client address is read from the trusted proxy header the settings name
+                # (common/client_address.py), never from uvicorn's own guess.
+                "--no-proxy-headers",
             ],
             # The orchestrator worker also runs beat: reconciliation, blob-erasure retries,
             # the retention sweep.
@@ -93,15 +105,18 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         children: dict[str, subprocess.Popen[bytes]] = {}
+        # The owner's credentials stay here: the API, worker and nodes never hold them.
+        environment = {k: v for k, v in os.environ.items() if k != "DATABASE_OWNER_URL"}
         exit_code = 0
         try:
             for name, command in commands.items():
                 # Each in its own process group: a terminal's Ctrl-C reaches this process only,
                 # which stops the children in order, and a group takes their own children along.
-                children[name] = subprocess.Popen(command, env=os.environ.copy(), process_group=0)
+                children[name] = subprocess.Popen(command, env=environment, process_group=0)
             self.stdout.write(
                 f"API on http://{options['host']}:{options['port']}/v1/docs/ "
-                f"(database {settings.DATABASES['default']['HOST']}); Ctrl-C stops."
+                f"(database {settings.DATABASES['default']['HOST']} as role "
+                f"{settings.DATABASES['default']['USER']}); Ctrl-C stops."
             )
             while not stopping:
                 for name, child in children.items():

@@ -162,10 +162,10 @@ def test_audio_over_the_duration_limit_is_refused(api, settings):
 
 
 def test_a_blob_store_outage_stores_nothing(api, s3_blob_store, monkeypatch):
-    def broken(key, data):
+    def broken(key, source):
         raise BlobStoreError("S3 is down")
 
-    monkeypatch.setattr(s3_blob_store, "put", broken)
+    monkeypatch.setattr(s3_blob_store, "put_file", broken)
     response = submit(api)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "blob_store_unavailable"

@@ -52,7 +52,12 @@ def application():
 class Socket:
     """One WebSocket connection to the application, as a client sees it."""
 
-    def __init__(self, application: Any, headers: list[tuple[bytes, bytes]]):
+    def __init__(
+        self,
+        application: Any,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None = None,
+    ):
         scope = {
             "type": "websocket",
             "path": PATH,
@@ -61,6 +66,8 @@ class Socket:
             "headers": headers,
             "subprotocols": [],
         }
+        if client is not None:
+            scope["client"] = client
         self.communicator = ApplicationCommunicator(application, scope)
 
     async def connect(self) -> None:
@@ -800,3 +807,172 @@ def test_an_open_session_keeps_its_slot_past_the_lease(application, settings, mo
 
     assert ready["type"] == "ready"
     assert refused["code"] == "too_many_sessions"
+
+
+# --- the key, checked again while the session runs ---------------------------------------------
+
+
+async def close_message(socket: Socket) -> dict[str, Any]:
+    message = await socket.communicator.receive_output(TIMEOUT_S)
+    assert message["type"] == "websocket.close", message
+    return message
+
+
+def change_key(key: Any, **fields: Any) -> Callable[[], Awaitable[None]]:
+    @database_sync_to_async
+    def change() -> None:
+        type(key).objects.filter(id=key.id).update(**fields)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "close_code"),
+    [
+        ({"revoked_at": timezone.now()}, "key_revoked", 4401),
+        ({"scopes": [Scope.DIARIZE.value, Scope.ENROLL.value]}, "missing_scope", 4403),
+    ],
+    ids=["revoked", "transcribe-withdrawn"],
+)
+def test_an_open_session_ends_once_its_key_may_no_longer_stream(
+    application, settings, change, code, close_code
+):
+    settings.STREAM_KEY_RECHECK_S = 0.2
+    key, raw_key = make_key(make_tenant())
+
+    async def scenario():
+        socket, ready = await opened(application, raw_key)
+        await change_key(key, **change)()
+        error = await socket.receive()
+        closed = await close_message(socket)
+        await socket.disconnect()
+        return ready, error, closed
+
+    ready, error, closed = run(scenario)
+
+    assert ready["type"] == "ready"
+    assert error["type"] == "error" and error["code"] == code and error["message"]
+    assert closed["code"] == close_code and closed["reason"] == code
+    # The session is recorded as it ends, like any other.
+    assert AuditEvent.objects.filter(action="stream.closed").count() == 1
+
+
+def test_a_labelling_session_ends_once_its_key_loses_diarize(application, settings):
+    settings.STREAM_KEY_RECHECK_S = 0.2
+    key, raw_key = make_key(make_tenant(), [Scope.TRANSCRIBE.value, Scope.DIARIZE.value])
+
+    async def scenario():
+        socket = Socket(application, bearer(raw_key))
+        await socket.connect()
+        await socket.send_json({"type": "open", "media_type": "audio/pcm", "diarize": True})
+        ready = await socket.receive()
+        await change_key(key, scopes=[Scope.TRANSCRIBE.value])()
+        error = await socket.receive()
+        closed = await close_message(socket)
+        await socket.disconnect()
+        return ready, error, closed
+
+    ready, error, closed = run(scenario)
+
+    assert ready["diarize"] is True
+    assert error["code"] == "missing_scope" and "scaiecho:diarize" in error["message"]
+    assert closed["code"] == 4403
+
+
+def test_a_session_without_labels_carries_on_when_its_key_loses_diarize(application, settings):
+    settings.STREAM_KEY_RECHECK_S = 0.2
+    key, raw_key = make_key(make_tenant(), [Scope.TRANSCRIBE.value, Scope.DIARIZE.value])
+
+    async def scenario():
+        socket = Socket(application, bearer(raw_key))
+        await socket.connect()
+        await socket.send_json({"type": "open", "media_type": "audio/pcm", "diarize": False})
+        ready = await socket.receive()
+        await change_key(key, scopes=[Scope.TRANSCRIBE.value])()
+        await asyncio.sleep(2.0)  # several rechecks
+        await socket.send_json({"type": "close"})
+        closed = await socket.receive()
+        code = await socket.close_code()
+        await socket.disconnect()
+        return ready, closed, code
+
+    ready, closed, code = run(scenario)
+
+    assert ready["diarize"] is False
+    assert closed["type"] == "closed" and code == 1000
+
+
+def test_a_key_revoked_before_open_ends_the_session_too(application, settings, monkeypatch):
+    from diarization import consumers
+
+    settings.STREAM_KEY_RECHECK_S = 0.2
+    key, raw_key = make_key(make_tenant())
+    authenticate = consumers._principal_for
+
+    def revoked_right_after_authentication(raw: str) -> Any:
+        # The handshake accepts the key; the revocation lands before the client sends "open".
+        principal = authenticate(raw)
+        type(key).objects.filter(id=key.id).update(revoked_at=timezone.now())
+        return principal
+
+    monkeypatch.setattr(consumers, "_principal_for", revoked_right_after_authentication)
+
+    async def scenario():
+        socket = Socket(application, bearer(raw_key))
+        await socket.connect()
+        frame = await expect_error(socket, "key_revoked", 4401)
+        await socket.disconnect()
+        return frame
+
+    assert "revoked" in run(scenario)["message"]
+
+
+def test_a_key_that_cannot_be_checked_ends_the_session(application, settings, monkeypatch):
+    from django.db import OperationalError
+
+    from diarization.services import streams
+
+    settings.STREAM_KEY_RECHECK_S = 0.2
+    _, raw_key = make_key(make_tenant())
+
+    def database_gone(principal: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    async def scenario():
+        socket, ready = await opened(application, raw_key)
+        monkeypatch.setattr(streams, "current_principal", database_gone)
+        error = await expect_error(socket, "backend_unavailable", 1013)
+        await socket.disconnect()
+        return error
+
+    assert "retry later" in run(scenario)["message"]
+
+
+def test_failed_stream_authentications_are_limited_per_key_and_per_forwarded_address(
+    application, settings
+):
+    settings.AUTH_FAILURE_KEY_LIMIT = 1
+    settings.AUTH_FAILURE_LIMIT = 2
+    settings.TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    _, good_key = make_key(make_tenant())
+
+    async def attempt(key: str, client: str) -> dict[str, Any]:
+        proxied = bearer(key) + [(b"x-forwarded-for", client.encode())]
+        socket = Socket(application, proxied, client=("10.0.0.5", 40000))
+        await socket.connect()
+        # A refused key's error comes first, before the open is read.
+        await socket.send_json({"type": "open", "media_type": "audio/pcm"})
+        first = await socket.receive()
+        await socket.disconnect()
+        return first
+
+    guess = "se_000000000000_wrong"
+    assert run(lambda: attempt(guess, "198.51.100.1"))["code"] == "invalid_api_key"
+    # That key's prefix is cut off, from any address.
+    assert run(lambda: attempt(guess, "198.51.100.9"))["code"] == "rate_limited"
+    assert run(lambda: attempt("se_111111111111_wrong", "198.51.100.1"))["code"] == (
+        "invalid_api_key"
+    )
+    # The guesser's address is now cut off; its neighbour behind the same proxy is not.
+    assert run(lambda: attempt(good_key, "198.51.100.1"))["code"] == "rate_limited"
+    assert run(lambda: attempt(good_key, "198.51.100.2"))["type"] == "ready"

@@ -76,11 +76,11 @@ def test_a_node_that_joins_late_is_warmed(cluster, api):
         what="late node to be warmed",
     )
 
-    def listing():
-        nodes = api.get("/v1/modules/scaiecho/nodes").json()["data"]
-        return nodes if [n["gallery_size"] for n in nodes] == [1, 1] else None
-
-    nodes = wait_for(listing, what="heartbeats to report the galleries")
+    wait_for(
+        lambda: [b.gallery_size for _, b in sorted(registry.live_heartbeats().items())] == [1, 1],
+        what="heartbeats to report the galleries",
+    )
+    nodes = api.get("/v1/modules/scaiecho/nodes").json()["data"]
     assert {n["node_id"]: n["warm_count"] for n in nodes} == {"node-a": 1, "node-b": 1}
     assert all(n["alive"] and n["candidate"] for n in nodes)
 

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    password: str
+
+    def url(self) -> str:
+        """The test database, as this role."""
+        from django.db import connection
+
+        conf = connection.settings_dict
+        host = conf["HOST"] or ""
+        credentials = f"{quote(self.name)}:{quote(self.password)}"
+        if host.startswith("/"):
+            return f"postgresql://{credentials}@/{conf['NAME']}?host={quote(host)}"
+        port = f":{conf['PORT']}" if conf["PORT"] else ""
+        return f"postgresql://{credentials}@{host}{port}/{conf['NAME']}"
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url(), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def application_role(live_test_database, django_db_blocker):
+    """A real second role in the test database with the service's grants, as the owner's
+    ``migrate`` gives them. The suite connects as the server's superuser (CI's ``postgres``),
+    so the role is made here, idempotently, named after the test database (roles are shared
+    by every database of the server), and dropped at the end."""
+    from django.db import connection
+
+    from common.database_roles import grant_application_privileges
+
+    role = Role(f"{connection.settings_dict['NAME']}_app", secrets.token_hex(16))
+    name = connection.ops.quote_name(role.name)
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role.name])
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE ROLE {name}")
+            # A hex password needs no quoting; without the server's trust it is what logs in.
+            cursor.execute(
+                f"ALTER ROLE {name} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{role.password}'"
+            )
+        grant_application_privileges(connection, role.name)
+    yield role
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(f"DROP OWNED BY {name}")
+        cursor.execute(f"DROP ROLE {name}")
