@@ -36,6 +36,15 @@ class BlobRemoval:
     versions: int
 
 
+@dataclass(frozen=True)
+class PartialsSweep:
+    """Names (relative to the store's root) of the ``.partial`` files removed, and of those that
+    could not be."""
+
+    removed: list[str]
+    failed: list[str]
+
+
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> StoredBlob: ...
 
@@ -140,6 +149,28 @@ class LocalBlobStore:
         except OSError as exc:
             raise BlobStoreError(f"cannot delete blob {key}: {exc}") from exc
         return BlobRemoval(size, 1)
+
+    def remove_stale_partials(self, changed_before: float) -> PartialsSweep:
+        """Deletes the ``.partial`` files that a write killed mid-way left behind, last changed
+        before ``changed_before`` (a POSIX time; a write under way keeps changing its own)."""
+        removed: list[str] = []
+        failed: list[str] = []
+        for partial in sorted(self.root.rglob("*.partial")):
+            name = partial.relative_to(self.root).as_posix()
+            try:
+                if partial.is_symlink() or not partial.is_file():
+                    continue
+                if partial.stat().st_mtime >= changed_before:
+                    continue
+                partial.unlink()
+            except FileNotFoundError:
+                continue  # its write finished (renamed) or failed (removed) meanwhile
+            except OSError:
+                logger.exception("could not remove the stale partial write %s", name)
+                failed.append(name)
+                continue
+            removed.append(name)
+        return PartialsSweep(removed, failed)
 
 
 class S3BlobStore:

@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "tenancy",
+    "storage",
+    "data_keys",
     "enrollment",
     "consent",
     "audit",
@@ -241,6 +243,7 @@ CELERY_TASK_ROUTES = {
     "diarization.tasks.deliver_webhook": {"queue": "orchestrator"},
     "diarization.tasks.recover_stalled_jobs": {"queue": "orchestrator"},
     "audit.tasks.checkpoint_trail": {"queue": "orchestrator"},
+    "operations.tasks.sweep_orphan_blobs": {"queue": "orchestrator"},
 }
 
 # --- Blob store ---------------------------------------------------------------
@@ -259,6 +262,10 @@ S3_SSE_KMS_KEY_ID = os.environ.get("S3_SSE_KMS_KEY_ID") or None
 S3_CONNECT_TIMEOUT_S = env_float("S3_CONNECT_TIMEOUT_S", 5.0)
 S3_READ_TIMEOUT_S = env_float("S3_READ_TIMEOUT_S", 30.0)
 S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 3)
+# A blob's write intent older than this with no row owning the blob is an orphan, which the
+# beat's sweeper (every BLOB_SWEEP_INTERVAL_S) deletes; longer than any enrollment or upload.
+BLOB_INTENT_GRACE_S = env_float("BLOB_INTENT_GRACE_S", 3600.0)
+BLOB_SWEEP_INTERVAL_S = env_float("BLOB_SWEEP_INTERVAL_S", 900.0)
 
 # --- Enrollment intake and preflight -------------------------------------------
 ENROLLMENT_MAX_UPLOAD_BYTES = env_int("ENROLLMENT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
@@ -332,6 +339,11 @@ DIARIZE_REQUEUE_AFTER_S = env_float("DIARIZE_REQUEUE_AFTER_S", 300.0)
 # Keep a job's uploaded audio after the job finished (default: deleted at once).
 DIARIZE_KEEP_AUDIO = env_bool("DIARIZE_KEEP_AUDIO", False)
 DIARIZE_RECONCILE_INTERVAL_S = env_float("DIARIZE_RECONCILE_INTERVAL_S", 10.0)
+# A finished job's result (and its audio, if kept) is deleted this many days after it completed;
+# swept every RETENTION_SWEEP_INTERVAL_S.
+DIARIZATION_RESULT_RETENTION_DAYS = env_int("DIARIZATION_RESULT_RETENTION_DAYS", 30)
+if DIARIZATION_RESULT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("DIARIZATION_RESULT_RETENTION_DAYS is at least 1.")
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 10.0)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
 WEBHOOK_BACKOFF_S = env_float("WEBHOOK_BACKOFF_S", 5.0)
@@ -375,6 +387,34 @@ AUDIT_CHECKPOINT_PREFIX = env_str("AUDIT_CHECKPOINT_PREFIX", "audit-checkpoints/
 if AUDIT_CHECKPOINT_EVERY_EVENTS < 1:
     raise ImproperlyConfigured("AUDIT_CHECKPOINT_EVERY_EVENTS is at least 1.")
 
+# --- Data keys (crypto-shredding) -----------------------------------------------------
+# Each speaker's personal fields are encrypted under a data key of its own, wrapped by this
+# key-encryption key (base64 of 32 random bytes); else the file DATA_KEY_ENCRYPTION_KEY_FILE,
+# which a local run generates on first use. DATA_KEY_ENCRYPTION_KEYS_RETIRED (comma-separated)
+# still unwrap while `manage.py rotate_data_key_encryption_key` re-wraps under the new key.
+# DATA_KEY_WRAPPER: another wrapper (a KMS client) by dotted path (data_keys/wrapping.py).
+DEFAULT_DATA_KEY_WRAPPER = "data_keys.wrapping.LocalKeyWrapper"
+DATA_KEY_ENCRYPTION_KEY = env_str("DATA_KEY_ENCRYPTION_KEY", "")
+DATA_KEY_ENCRYPTION_KEY_FILE = Path(
+    env_str("DATA_KEY_ENCRYPTION_KEY_FILE", str(embedded.data_dir() / "data-key-encryption-key"))
+)
+DATA_KEY_ENCRYPTION_KEYS_RETIRED = env_str("DATA_KEY_ENCRYPTION_KEYS_RETIRED", "")
+DATA_KEY_WRAPPER = env_str("DATA_KEY_WRAPPER", DEFAULT_DATA_KEY_WRAPPER)
+# A key made up by one process would differ per machine and vanish with it, and with it every
+# speaker's personal data: production brings its own.
+if (
+    not LOCAL_RUN
+    and DATA_KEY_WRAPPER == DEFAULT_DATA_KEY_WRAPPER
+    and not DATA_KEY_ENCRYPTION_KEY
+    and not os.environ.get("DATA_KEY_ENCRYPTION_KEY_FILE")
+):
+    raise ImproperlyConfigured(
+        "Set DATA_KEY_ENCRYPTION_KEY to base64 of 32 random bytes (or DATA_KEY_ENCRYPTION_KEY_FILE "
+        "to a file holding it, or DATA_KEY_WRAPPER to a KMS wrapper): it wraps every speaker's "
+        "data key, and SCAIECHO_ENV=production generates none. On a machine of your own, set "
+        "SCAIECHO_ENV=local instead."
+    )
+
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-diarizations": {
         "task": "diarization.tasks.recover_stalled_jobs",
@@ -392,9 +432,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "enrollment.tasks.erase_expired_speakers",
         "schedule": RETENTION_SWEEP_INTERVAL_S,
     },
+    "expire-diarization-results": {
+        "task": "diarization.tasks.expire_results",
+        "schedule": RETENTION_SWEEP_INTERVAL_S,
+    },
     "checkpoint-audit-trail": {
         "task": "audit.tasks.checkpoint_trail",
         "schedule": AUDIT_CHECKPOINT_CHECK_S,
+    },
+    "sweep-orphan-blobs": {
+        "task": "operations.tasks.sweep_orphan_blobs",
+        "schedule": BLOB_SWEEP_INTERVAL_S,
     },
 }
 

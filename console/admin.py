@@ -60,8 +60,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentRecord)
 class ConsentRecordAdmin(ReadOnlyAdmin):
-    list_display = ["id", "tenant", "speaker", "consent_user_full_name", "recorded_at"]
+    """Operators see no personal field: those are ciphertext, read through the console by
+    the tenant's own admins and auditors (tenancy.permissions)."""
+
+    list_display = ["id", "tenant", "speaker_id", "consent_stated_purpose", "recorded_at"]
     list_filter = ["tenant"]
+    exclude = ["full_name_ciphertext", "consent_text_ciphertext", "client_ip_ciphertext"]
 
 
 @admin.register(AuditEvent)

@@ -26,8 +26,9 @@ from audit.services import record_event, verify_chain
 from common.client_address import client_address
 from common.errors import PreflightRejected, ServiceError
 from consent.models import ConsentRecord
+from consent.selectors import consent_record_bodies
 from console.forms import AuditFilterForm, EnrollmentForm, SpeakerFilterForm
-from console.models import ConsoleMembership
+from console.models import ConsoleMembership, ConsoleRole
 from console.presenters import finding_explanations
 from console.services import principal_for
 from enrollment import selectors as enrollment_selectors
@@ -86,6 +87,13 @@ def _speaker(request: HttpRequest, speaker_id: str) -> Speaker:
     if speaker is None:
         raise Http404("No such speaker.")
     return speaker
+
+
+def _consent_access(request: HttpRequest) -> permissions.ConsentFieldAccess:
+    membership = _membership(request)
+    return permissions.consent_field_access(
+        principal_for(membership), console_auditor=membership.role == ConsoleRole.AUDITOR
+    )
 
 
 def _page(request: HttpRequest, items: Any, size: int = 50) -> Any:
@@ -152,7 +160,8 @@ def speaker_enroll(request: HttpRequest) -> HttpResponse:
 @console_view("GET")
 def speaker_detail(request: HttpRequest, speaker_id: str) -> HttpResponse:
     speaker = _speaker(request, speaker_id)
-    consent = ConsentRecord.objects.filter(speaker=speaker).order_by("recorded_at").first()
+    first = ConsentRecord.objects.filter(speaker=speaker).order_by("recorded_at")[:1]
+    consent = next(iter(consent_record_bodies(first, _consent_access(request))), None)
     erasure = (
         getattr(speaker, "erasure", None)
         if speaker.enrollment_status == EnrollmentStatus.EVICTED
@@ -247,8 +256,10 @@ def _audit_rows(request: HttpRequest, name: str) -> tuple[AuditFilterForm, Any]:
 @console_view("GET")
 def consent_records(request: HttpRequest) -> HttpResponse:
     form, rows = _audit_rows(request, "consent-records")
+    page = _page(request, rows)
+    records = consent_record_bodies(page, _consent_access(request))
     return render(
-        request, "console/consent_records.html", {"form": form, "page": _page(request, rows)}
+        request, "console/consent_records.html", {"form": form, "page": page, "records": records}
     )
 
 
@@ -326,10 +337,13 @@ def audit_export(request: HttpRequest, name: str, fmt: str) -> HttpResponseBase:
         },
     )
     serializer = AUDIT_LISTS[name][1]
+    access = _consent_access(request)
 
     def serialize(chunk: list[Any]) -> list[dict[str, Any]]:
         if serializer is None:
             return [audit_selectors.erasure_receipt(erasure) for erasure in chunk]
+        if name == "consent-records":
+            chunk = consent_record_bodies(chunk, access)
         return list(serializer(chunk, many=True).data)
 
     return export_response(

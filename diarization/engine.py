@@ -434,24 +434,23 @@ def _measure_runs(turns: list[Turn]) -> None:
 
 
 def as_result(
-    diarization: Diarization,
-    options: DiarizationOptions,
-    display_names: dict[str, str],
-    extra: dict[str, Any] | None = None,
+    diarization: Diarization, options: DiarizationOptions, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The job's JSON result: segments, a per-speaker summary, optional frame confidence."""
+    """The job's JSON result: segments, a per-speaker summary, optional frame confidence.
+
+    It holds speaker ids (``speaker_label``), never names: a stored result must not keep a
+    person's name past their erasure, so names are looked up when the result is read
+    (``diarization.selectors.named_result``).
+    """
     segments = []
     for turn in diarization.turns:
         label = diarization.label_of(turn, options.min_label_s)
-        who = diarization.identified.get(turn.cluster)
         segment: dict[str, Any] = {
             "start": turn.start,
             "end": turn.end,
             "speaker_label": label,
             "confidence": turn.confidence,
         }
-        if who is not None and label == who.speaker_id:
-            segment["display_name"] = display_names.get(who.speaker_id, "")
         if label is None:
             segment["unlabelled_reason"] = "overlap" if turn.overlapped else "too_short"
         segments.append(segment)
@@ -470,7 +469,6 @@ def as_result(
         if entry is None:
             continue
         entry["enrolled"] = True
-        entry["display_name"] = display_names.get(who.speaker_id, "")
         if who.score > entry.get("score", -1.0):
             entry["score"] = round(who.score, 4)
             entry["second_best_score"] = who.second_best_score

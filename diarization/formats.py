@@ -1,4 +1,8 @@
-"""A finished job's result as JSON, RTTM, SRT, WebVTT or plain text."""
+"""A finished job's result as JSON, RTTM, SRT, WebVTT or plain text.
+
+Rendered from the result as it is shown (``diarization.selectors.named_result``): an enrolled
+speaker's current name, or their label marked "(erased)" once they are erased.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +48,10 @@ def render(job_id: str, result: dict[str, Any], fmt: str) -> str:
 
 
 def _speaker_name(segment: dict[str, Any]) -> str:
-    return segment.get("display_name") or segment.get("speaker_label") or "unknown"
+    label = segment.get("speaker_label") or "unknown"
+    if segment.get("erased"):
+        return f"{label} (erased)"
+    return segment.get("display_name") or label
 
 
 def _line(segment: dict[str, Any]) -> str:

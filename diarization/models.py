@@ -17,6 +17,8 @@ class WebhookState(models.TextChoices):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
+    # The job's result expired (DIARIZATION_RESULT_RETENTION_DAYS) before it was delivered.
+    EXPIRED = "expired"
 
 
 class DiarizationJob(models.Model):
@@ -42,7 +44,10 @@ class DiarizationJob(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     estimated_time_s = models.PositiveIntegerField()
 
+    # Speaker ids only (``speaker_label``), never names: names are resolved when it is read.
     result = models.JSONField(null=True, blank=True)
+    # When retention deleted the result; the row stays, as a record that the job ran.
+    result_expired_at = models.DateTimeField(null=True, blank=True)
     warnings = models.JSONField(default=list)
     error = models.JSONField(null=True, blank=True)
 

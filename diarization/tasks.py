@@ -7,7 +7,7 @@ import logging
 from celery import Task, shared_task
 from django.conf import settings
 
-from diarization.services import jobs, node_work, webhook_delivery
+from diarization.services import jobs, node_work, retention, webhook_delivery
 from diarization.services.completion import NodeJobError, StaleAttempt
 from nodes.runtime import current_node
 from nodes.services.node_work import retry_delay_s
@@ -68,3 +68,9 @@ def recover_stalled_jobs() -> dict[str, int]:
         "webhooks": len(recovery.webhooks),
         "audio_deleted": jobs.delete_finished_audio(),
     }
+
+
+@shared_task(name="diarization.tasks.expire_results", acks_late=True)
+def expire_results() -> dict[str, int]:
+    expiry = retention.expire_results()
+    return {"expired": len(expiry.expired), "audio_deleted": len(expiry.audio_deleted)}

@@ -94,7 +94,7 @@ def tombstone(speaker_id: uuid.UUID | str, *, actor: str) -> str | None:
         actor=actor,
         display_name="",
         description="",
-        voiceprint=None,
+        voiceprint_ciphertext=None,
         reference_sha256="",
         preflight={},
     )

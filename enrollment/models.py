@@ -1,6 +1,5 @@
 import uuid
 
-from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from tenancy.models import ApiKey, Tenant
@@ -29,8 +28,10 @@ class Speaker(models.Model):
     reference_duration_s = models.FloatField()
     reference_speech_s = models.FloatField()
 
-    # The preflight's voiceprint, kept to find the same voice enrolled twice in a tenant.
-    voiceprint = ArrayField(models.FloatField(), null=True, blank=True)
+    # The preflight's voiceprint, kept to find the same voice enrolled twice in a tenant:
+    # encrypted under the speaker's data key (enrollment/voiceprints.py), a biometric template
+    # that erasure makes unreadable by destroying that key.
+    voiceprint_ciphertext = models.BinaryField(null=True, blank=True)
     embedding_model_id = models.CharField(max_length=200)
     embedding_model_version = models.CharField(max_length=100)
     preflight = models.JSONField(default=dict)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import numpy as np
 from django.db.models import QuerySet
 
 from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.preflight import KnownVoiceprint
+from enrollment.voiceprints import open_voiceprints
 from tenancy.models import Tenant
 
 
@@ -26,9 +26,9 @@ def tenant_voiceprints(tenant: Tenant, model_id: str, model_version: str) -> lis
             tenant=tenant,
             embedding_model_id=model_id,
             embedding_model_version=model_version,
-            voiceprint__isnull=False,
+            voiceprint_ciphertext__isnull=False,
         )
         .exclude(enrollment_status=EnrollmentStatus.EVICTED)
-        .values_list("id", "voiceprint")
+        .values_list("id", "voiceprint_ciphertext")
     )
-    return [KnownVoiceprint(str(pk), np.asarray(vec, dtype=np.float32)) for pk, vec in rows]
+    return [KnownVoiceprint(str(pk), vector) for pk, vector in open_voiceprints(rows).items()]

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from audit.models import ErasureAudit, ErasureConfirmation, ErasureOutcome, ErasureReason
 from audit.services import confirm_erasure, record_event
@@ -24,11 +25,16 @@ from common.metrics import FANOUT_LATENCY, observe_preflight
 from common.uploads import MULTIPART_OVERHEAD_BYTES
 from consent.models import ConsentRecord
 from consent.services import record_consent
+from data_keys.crypto import SpeakerKey
+from data_keys.services import create_data_key, destroy_data_key
 from enrollment import lifecycle
 from enrollment.distribution import distribution
 from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.preflight import Preflight, PreflightReport
 from enrollment.selectors import tenant_voiceprints
+from enrollment.voiceprints import seal_voiceprint
+from storage import services as blob_intents
+from storage.models import BlobPurpose
 from tenancy.auth import ApiPrincipal
 from tenancy.models import Tenant
 from voice.engines import get_engine
@@ -99,6 +105,13 @@ def _read_upload(role: str, upload: UploadedRecording) -> bytes:
     return data
 
 
+def client_address_pseudonym(client_ip: str | None) -> str:
+    """HMAC-SHA256 of the address keyed with SECRET_KEY: stable, not reversible without it."""
+    return salted_hmac(
+        "scaiecho.enrollment.client-address", client_ip or "unknown", algorithm="sha256"
+    ).hexdigest()
+
+
 def recording_key(tenant: Tenant, speaker_id: uuid.UUID, role: str) -> str:
     # Keys are generated here, never derived from the client's file name.
     return f"tenants/{tenant.id}/speakers/{speaker_id}/{role}"
@@ -131,7 +144,9 @@ def enroll_speaker(
             tenant=tenant,
             details={
                 "findings": [f.code for f in report.findings if f.severity == "error"],
-                "client_ip": client_ip,
+                # No speaker, so no data key: a keyed pseudonym lets repeated rejections from
+                # one address be told apart without keeping the address.
+                "client_address_hmac": client_address_pseudonym(client_ip),
             },
         )
         raise PreflightRejected(
@@ -148,13 +163,26 @@ def enroll_speaker(
     transaction_ids: list[str] = []  # to ask what became of it if the connection is lost
     try:
         reference_blob = _put(
-            store, recording_key(tenant, speaker_id, "reference"), reference_bytes, written
+            store,
+            recording_key(tenant, speaker_id, "reference"),
+            reference_bytes,
+            written,
+            BlobPurpose.ENROLLMENT_REFERENCE,
         )
         consent_blob = _put(
-            store, recording_key(tenant, speaker_id, "consent"), consent_bytes, written
+            store,
+            recording_key(tenant, speaker_id, "consent"),
+            consent_bytes,
+            written,
+            BlobPurpose.ENROLLMENT_CONSENT,
         )
         with transaction.atomic():
-            speaker = _create_speaker(speaker_id, principal, profile, report, reference_blob)
+            # The recordings' intents clear only if the rows that own them commit.
+            blob_intents.claim(written)
+            data_key = create_data_key(speaker_id=speaker_id, tenant_id=tenant.id)
+            speaker = _create_speaker(
+                speaker_id, principal, profile, report, reference_blob, data_key
+            )
             transaction_ids.append(_current_transaction_id())
             assert report.consent.audio is not None
             consent_record = record_consent(
@@ -168,6 +196,7 @@ def enroll_speaker(
                 recording=consent_blob,
                 recording_duration_s=report.consent.audio.duration_s,
                 recording_speech_s=report.consent.speech_s,
+                data_key=data_key,
             )
             # Tasks leave only once the rows are committed, so a node never misses them.
             scheduled = distribution().fan_out(speaker)
@@ -182,7 +211,6 @@ def enroll_speaker(
                     "consent_sha256": consent_blob.sha256,
                     "quality_grade": report.quality_grade(),
                     "warm_scheduled_on": scheduled,
-                    "client_ip": client_ip,
                 },
             )
     except DatabaseError:
@@ -192,7 +220,8 @@ def enroll_speaker(
             raise
         if outcome is CommitOutcome.UNKNOWN:
             # It may yet commit: its recordings stay rather than leave a consent record
-            # pointing at nothing. An operator resolves it from this line.
+            # pointing at nothing. If it did not, their intents outlive BLOB_INTENT_GRACE_S
+            # and the orphan sweeper removes them.
             logger.error(
                 "enrollment %s: commit outcome unknown; recordings kept at %s", speaker_id, written
             )
@@ -282,8 +311,13 @@ def _blob_store() -> BlobStore:
         ) from exc
 
 
-def _put(store: BlobStore, key: str, data: bytes, written: list[str]) -> StoredBlob:
-    # Recorded before the write: a write that fails half-way may still leave an object.
+def _put(
+    store: BlobStore, key: str, data: bytes, written: list[str], purpose: BlobPurpose
+) -> StoredBlob:
+    # Registered (committed) before the write: whatever becomes of this enrollment, the
+    # sweeper can find the blob. Recorded in ``written`` too: a write that fails half-way may
+    # still leave an object.
+    blob_intents.register(key, purpose)
     written.append(key)
     try:
         return store.put(key, data)
@@ -295,11 +329,18 @@ def _put(store: BlobStore, key: str, data: bytes, written: list[str]) -> StoredB
 
 
 def _remove_blobs(store: BlobStore, keys: list[str]) -> None:
+    """Removes the recordings of an enrollment that rolled back; a recording that cannot be
+    removed keeps its intent, and the sweeper removes it later."""
     for key in keys:
         try:
             store.delete_all_versions(key)
         except BlobStoreError:
             logger.exception("could not remove blob %s after a failed enrollment", key)
+            continue
+        try:
+            blob_intents.settle([key])
+        except DatabaseError:
+            logger.warning("blob %s removed; its intent stays for the sweeper", key)
 
 
 def _create_speaker(
@@ -308,6 +349,7 @@ def _create_speaker(
     profile: SpeakerProfile,
     report: PreflightReport,
     reference_blob: StoredBlob,
+    data_key: SpeakerKey,
 ) -> Speaker:
     reference = report.reference
     assert reference.audio is not None and reference.voiceprint is not None
@@ -322,7 +364,7 @@ def _create_speaker(
         reference_size_bytes=reference_blob.size_bytes,
         reference_duration_s=reference.audio.duration_s,
         reference_speech_s=reference.speech_s,
-        voiceprint=[float(x) for x in reference.voiceprint],
+        voiceprint_ciphertext=seal_voiceprint(data_key, reference.voiceprint),
         embedding_model_id=report.model_id,
         embedding_model_version=report.model_version,
         preflight=report.to_dict(),
@@ -353,6 +395,9 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureResult
         consents = list(ConsentRecord.objects.filter(speaker=speaker))
         node_ids = distribution().evict_everywhere(speaker)
         lifecycle.tombstone(speaker.id, actor=actor)
+        # Crypto-shredding, in the tombstone's transaction: the consent records and audit
+        # events keep their ciphertexts, which nothing can read any more.
+        data_key_destroyed = destroy_data_key(speaker.id)
         now = timezone.now()
         erasure = ErasureAudit.objects.create(
             tenant_id=speaker.tenant_id,
@@ -369,7 +414,12 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureResult
             actor=actor,
             tenant_id=str(speaker.tenant_id),
             speaker_id=str(speaker.id),
-            details={"erasure_id": str(erasure.id), "reason": reason, "nodes_to_evict": node_ids},
+            details={
+                "erasure_id": str(erasure.id),
+                "reason": reason,
+                "nodes_to_evict": node_ids,
+                "data_key_destroyed": data_key_destroyed,
+            },
         )
     # Only after the commit: a rollback must never leave a speaker whose recordings are gone.
     delete_erased_blobs(erasure)

@@ -9,6 +9,7 @@ Enrollment is biometric capture: ``scaiecho:enroll`` is never implied by another
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rest_framework import exceptions
@@ -38,6 +39,40 @@ LABEL_SPEAKERS: ScopeAlternatives = [DIARIZE]
 def allows(principal: ApiPrincipal, alternatives: ScopeAlternatives) -> bool:
     """True when the principal holds every scope of at least one alternative."""
     return any(all(principal.has_scope(scope) for scope in needed) for needed in alternatives)
+
+
+# A consent record's personal fields, before erasure (after it nobody sees them): anyone who
+# may read speakers sees its purpose, timestamps and hashes; the consenting person's name and
+# the consent text need the audit scope; the client's address is for auditors only.
+READ_CONSENT_IDENTITY: ScopeAlternatives = [AUDIT]
+READ_CONSENT_CLIENT_ADDRESS: ScopeAlternatives = [AUDIT]
+
+
+@dataclass(frozen=True)
+class ConsentFieldAccess:
+    """Which of a consent record's personal fields a principal may see."""
+
+    identity: bool = False  # the full name and the consent text
+    client_address: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.identity or self.client_address
+
+
+def consent_field_access(
+    principal: ApiPrincipal, *, console_auditor: bool | None = None
+) -> ConsentFieldAccess:
+    """What of a consent record ``principal`` may see. ``console_auditor``: for a console user,
+    whether they sign in as an auditor; console admins hold the audit scope too (to read the
+    trail), and see the name and text but not the address. None for an API key, whose audit
+    scope alone decides."""
+    may_audit = allows(principal, READ_CONSENT_IDENTITY)
+    return ConsentFieldAccess(
+        identity=may_audit,
+        client_address=allows(principal, READ_CONSENT_CLIENT_ADDRESS)
+        and console_auditor is not False,
+    )
 
 
 def principal_of(request: Request) -> ApiPrincipal:

@@ -73,7 +73,7 @@ def live_test_database(django_db_setup, django_db_blocker):
     from django.db import connection
     from django.test.utils import setup_databases, teardown_databases
 
-    if connection.settings_dict["NAME"].startswith("test_"):
+    if connection.settings_dict["NAME"] == connection.settings_dict["TEST"]["NAME"]:
         yield
         return
     with django_db_blocker.unblock():

@@ -7,7 +7,9 @@ the servers are stopped when the session ends (config/embedded.py).
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 from contextlib import ExitStack
 
 import pytest
@@ -26,6 +28,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # can alter anything: the processes it starts warn about their role instead of refusing.
     # tests/operations/integration/test_database_roles.py runs the refusal itself.
     os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
+    # One key-encryption key for the session and every process it starts, so that no test
+    # writes a key file into the developer's data directory.
+    os.environ.setdefault(
+        "DATA_KEY_ENCRYPTION_KEY", base64.b64encode(secrets.token_bytes(32)).decode()
+    )
     servers = ExitStack()
     servers.enter_context(embedded.running())
     early_config.add_cleanup(servers.close)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
+from data_keys.selectors import speaker_key
+from data_keys.services import create_data_key
 from enrollment.models import EnrollmentStatus, Speaker
+from enrollment.voiceprints import seal_voiceprint
 from operations.services import create_api_key
 from tenancy.auth import ApiPrincipal
 from tenancy.models import ALL_SCOPES, ApiKey, Tenant
@@ -36,8 +41,9 @@ def client_for(raw_key: str | None) -> APIClient:
 
 
 def make_speaker(tenant: Tenant, name: str = "Speaker") -> Speaker:
-    """A ready speaker row (no recordings stored), for tests about access rather than audio."""
-    return Speaker.objects.create(
+    """A ready speaker row with its data key (no recordings stored), for tests about access
+    rather than audio."""
+    speaker = Speaker.objects.create(
         tenant=tenant,
         display_name=name,
         language_primary="en",
@@ -50,6 +56,19 @@ def make_speaker(tenant: Tenant, name: str = "Speaker") -> Speaker:
         embedding_model_id="m",
         embedding_model_version="v",
     )
+    create_data_key(speaker_id=speaker.id, tenant_id=tenant.id)
+    return speaker
+
+
+def store_voiceprint(speaker: Speaker, vector: Sequence[float] | np.ndarray) -> Speaker:
+    """Stores ``vector`` as the speaker's voiceprint, encrypted under its data key as
+    enrollment stores it (the key is made if the speaker has none)."""
+    key = speaker_key(speaker.id) or create_data_key(
+        speaker_id=speaker.id, tenant_id=speaker.tenant_id
+    )
+    speaker.voiceprint_ciphertext = seal_voiceprint(key, vector)
+    speaker.save(update_fields=["voiceprint_ciphertext"])
+    return speaker
 
 
 def enrollment_form(**overrides: object) -> dict[str, object]:

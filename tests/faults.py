@@ -1,4 +1,5 @@
-"""Faults tests inject for real: a stalled S3 endpoint, a Redis server that can be killed."""
+"""Faults tests inject for real: a stalled S3 endpoint, a Redis server that can be killed, a
+database connection severed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import subprocess
 import threading
 from urllib.parse import urlsplit
 
+import psycopg
 import redis as redis_lib
+from django.db import connection
 
 from tests.live import free_port, wait_for
 
@@ -137,3 +140,16 @@ class PrivateRedis:
         if self.process is not None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=20)
+
+
+def sever(backend_pid: int) -> None:
+    """What a PostgreSQL restart or a dropped network does to one connection."""
+    conf = connection.settings_dict
+    with psycopg.connect(
+        host=conf["HOST"] or None,
+        port=conf["PORT"] or None,
+        user=conf["USER"] or None,
+        dbname=conf["NAME"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])

@@ -11,19 +11,39 @@ class AuditQuerySerializer(serializers.Serializer):
 
 
 class ConsentRecordSerializer(serializers.Serializer):
+    """A consent record as consent.selectors.consent_record_body shows it. The personal fields
+    are stored encrypted under the speaker's data key: null once the speaker is erased
+    (``erased``), and null for a key that may not see them (tenancy.permissions)."""
+
     id = serializers.UUIDField()
     speaker_id = serializers.UUIDField()
-    consent_user_full_name = serializers.CharField()
+    consent_user_full_name = serializers.CharField(
+        allow_null=True, help_text="Keys with scaiecho:audit only; null once erased."
+    )
     consent_stated_purpose = serializers.CharField()
-    consent_text = serializers.CharField()
-    consent_text_sha256 = serializers.CharField()
+    consent_text = serializers.CharField(
+        allow_null=True, help_text="Keys with scaiecho:audit only; null once erased."
+    )
+    consent_text_sha256 = serializers.CharField(
+        help_text="SHA-256 of the consent text: proves a text presented later is the one "
+        "consented to; kept after erasure."
+    )
     recording_blob_key = serializers.CharField()
     recording_sha256 = serializers.CharField()
     recording_size_bytes = serializers.IntegerField()
     recording_duration_s = serializers.FloatField()
+    recording_speech_s = serializers.FloatField()
     api_key_prefix = serializers.CharField()
-    client_ip = serializers.CharField(allow_null=True)
+    client_ip = serializers.CharField(
+        allow_null=True,
+        help_text="Auditors only (scaiecho:audit keys, console auditors); null when unknown "
+        "or once erased.",
+    )
     recorded_at = serializers.DateTimeField()
+    erased = serializers.BooleanField(
+        help_text="The speaker was erased: its data key is destroyed and the personal fields "
+        "can no longer be read by anyone; the rest remains as proof of consent."
+    )
 
 
 class AuditEventSerializer(serializers.Serializer):

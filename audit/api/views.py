@@ -19,6 +19,8 @@ from audit.api.serializers import (
 from audit.exports import export_response, in_chunks
 from audit.services import record_event, verify_chain
 from common.pagination import DataPagination
+from consent.selectors import consent_record_bodies
+from tenancy import permissions
 from tenancy.api_views import ScopedView
 from tenancy.permissions import AUDIT, ENROLL, principal_of
 
@@ -82,7 +84,8 @@ class ConsentRecordListView(AuditListView):
         return selectors.consent_records(principal_of(request).tenant, **query)
 
     def serialize(self, items: Any) -> list[dict[str, Any]]:
-        return list(ConsentRecordSerializer(items, many=True).data)
+        access = permissions.consent_field_access(principal_of(self.request))
+        return list(ConsentRecordSerializer(consent_record_bodies(items, access), many=True).data)
 
 
 class ErasureListView(AuditListView):

@@ -87,4 +87,9 @@ class DiarizationJobSerializer(serializers.Serializer):
     node_id = serializers.CharField(allow_null=True)
     warnings = serializers.ListField(child=serializers.DictField())
     error = serializers.DictField(required=False)
-    result = serializers.DictField(required=False)
+    result = serializers.DictField(
+        required=False,
+        help_text="Once succeeded: `segments` and `speakers`, labelled with `speaker_label` (an "
+        "enrolled speaker's id, or `spk_N`). An enrolled speaker's `display_name` is looked up "
+        'when read; an erased one reads `"erased": true` with no name.',
+    )

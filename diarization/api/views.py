@@ -19,9 +19,14 @@ from diarization.api.serializers import (
 )
 from diarization.formats import FORMATS, render
 from diarization.models import DiarizationJob, JobStatus
-from diarization.services import jobs, tuning
+from diarization.services import jobs, retention, tuning
 from tenancy.api_views import ScopedView
 from tenancy.permissions import DIARIZE, principal_of
+
+RESULT_EXPIRED = OpenApiResponse(
+    description="result_expired: the job completed more than DIARIZATION_RESULT_RETENTION_DAYS "
+    "ago and its result was deleted; `status`, `completed_at` and `result_expired_at` remain."
+)
 
 
 def _job(request: Request, job_id: str) -> DiarizationJob:
@@ -103,9 +108,23 @@ class DiarizeView(ScopedView):
 class DiarizeJobView(ScopedView):
     required_scopes = {"GET": [DIARIZE]}
 
-    @extend_schema(responses=DiarizationJobSerializer, summary="A diarization job and its result")
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(
+                response=DiarizationJobSerializer,
+                description="The job; once it succeeded, its `result`. Segments and speakers "
+                "carry `speaker_label` (an enrolled speaker's id, or `spk_N`); an enrolled "
+                "speaker's `display_name` is looked up now, and an erased speaker's label "
+                'reads `"erased": true` with no name.',
+            ),
+            410: RESULT_EXPIRED,
+        },
+        summary="A diarization job and its result",
+    )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response({"data": selectors.job_body(_job(request, job_id))})
+        job = _job(request, job_id)
+        retention.check_result_kept(job)
+        return Response({"data": selectors.job_body(job)})
 
 
 class DiarizeResultView(ScopedView):
@@ -124,7 +143,8 @@ class DiarizeResultView(ScopedView):
             (200, "text/plain"): OpenApiResponse(
                 response=OpenApiTypes.STR, description="format=rttm, srt, vtt or txt"
             ),
-            409: OpenApiResponse(description="job_not_finished"),
+            409: OpenApiResponse(description="job_not_finished, job_failed"),
+            410: RESULT_EXPIRED,
         },
         summary="Download a finished job's result",
     )
@@ -133,6 +153,7 @@ class DiarizeResultView(ScopedView):
         query.is_valid(raise_exception=True)
         fmt = query.validated_data["format"]
         job = _job(request, job_id)
+        retention.check_result_kept(job)
         if job.status == JobStatus.FAILED:
             raise jobs.JobFailed("The job failed; it has no result.", details={"error": job.error})
         if job.result is None:
@@ -140,6 +161,7 @@ class DiarizeResultView(ScopedView):
                 f"The job is {job.status}; its result is not available.",
                 details={"status": job.status, "error": job.error},
             )
-        response = HttpResponse(render(str(job.id), job.result, fmt), content_type=FORMATS[fmt])
+        result = selectors.named_result(job.tenant_id, job.result)
+        response = HttpResponse(render(str(job.id), result, fmt), content_type=FORMATS[fmt])
         response["Content-Disposition"] = f'attachment; filename="diarization-{job.id}.{fmt}"'
         return response

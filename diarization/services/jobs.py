@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -29,6 +29,8 @@ from diarization.webhooks import check_webhook_url
 from nodes import registry
 from nodes.models import Node
 from nodes.runtime import node_queue
+from storage import services as blob_intents
+from storage.models import BlobPurpose
 from tenancy.auth import ApiPrincipal
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile
     key = f"diarize/{tenant.id}/{job_id}/audio"
     store = get_blob_store()
     audio.seek(0)
+    # Committed before the write: an upload whose job row never commits (a crash) is swept.
+    blob_intents.register(key, BlobPurpose.DIARIZATION_UPLOAD)
     try:
         stored = store.put_file(key, audio)
     except BlobStoreError as exc:
@@ -120,6 +124,7 @@ def submit_job(principal: ApiPrincipal, request: JobRequest, audio: UploadedFile
         expected_s = tuning.longest_accepted_s(header.sample_rate, header.channels)
     try:
         with transaction.atomic():
+            blob_intents.claim([key])
             job = DiarizationJob.objects.create(
                 id=job_id,
                 tenant=tenant,
@@ -169,10 +174,17 @@ def _probe(audio: UploadedFile) -> AudioHeader:
 
 
 def _delete_audio_quietly(key: str) -> None:
+    """Removes the upload of a job that was never recorded; one that cannot be removed keeps
+    its intent, and the orphan sweeper removes it later."""
     try:
         get_blob_store().delete_all_versions(key)
     except BlobStoreError:
         logger.exception("could not remove the audio of an abandoned diarization job (%s)", key)
+        return
+    try:
+        blob_intents.settle([key])
+    except DatabaseError:
+        logger.warning("audio %s removed; its intent stays for the sweeper", key)
 
 
 # --- dispatch ------------------------------------------------------------------------------

@@ -51,11 +51,9 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
         excluded.update(not_ready)
         result.identify(_gallery_for(runtime, str(job.tenant_id)).without(excluded), options)
     matched = result.labelled_speaker_ids(options.min_label_s)
-    names = dict(Speaker.objects.filter(id__in=matched).values_list("id", "display_name"))
     body = as_result(
         result,
         options,
-        {str(k): v for k, v in names.items()},
         extra={
             "node_id": runtime.node_id,
             "model": {

@@ -35,6 +35,8 @@ def deliver_webhook(job_id: str) -> str:
     job = DiarizationJob.objects.select_related("tenant").filter(id=job_id).first()
     if job is None or job.webhook_state != WebhookState.PENDING or not job.is_finished:
         return "skipped"
+    # Built at each attempt and never stored: names are those of now, so a speaker erased
+    # since the job finished goes out as an erased label with no name.
     body = json.dumps(job_body(job), separators=(",", ":"), default=str).encode()
     attempts = job.webhook_attempts + 1
     DiarizationJob.objects.filter(id=job_id).update(webhook_attempts=attempts)

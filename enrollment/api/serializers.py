@@ -3,10 +3,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from consent.selectors import consent_records_for_speaker
+from audit.api.serializers import ConsentRecordSerializer
+from consent.selectors import consent_record_bodies, consent_records_for_speaker
 from enrollment.models import EnrollmentStatus, Speaker
+from tenancy.permissions import ConsentFieldAccess
 
 # RFC 5646 language tags with an ISO 639 primary language (2-3 letters); the 4-8 letter
 # primary subtags are reserved or unused, and a long word there is almost always a mistake.
@@ -88,26 +91,18 @@ class SpeakerSerializer(serializers.ModelSerializer):
         return {"id": speaker.embedding_model_id, "version": speaker.embedding_model_version}
 
 
-class ConsentSummarySerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    consent_user_full_name = serializers.CharField()
-    consent_stated_purpose = serializers.CharField()
-    consent_text_sha256 = serializers.CharField()
-    recording_sha256 = serializers.CharField()
-    recording_size_bytes = serializers.IntegerField()
-    recording_duration_s = serializers.FloatField()
-    recorded_at = serializers.DateTimeField()
-
-
 class SpeakerDetailSerializer(SpeakerSerializer):
+    """``context["consent_access"]`` (tenancy.permissions.consent_field_access) says which
+    personal fields of the consent records the caller sees; without it, none."""
+
     preflight = serializers.JSONField()
     consent_records = serializers.SerializerMethodField()
 
     class Meta(SpeakerSerializer.Meta):
         fields = [*SpeakerSerializer.Meta.fields, "preflight", "consent_records"]
 
+    @extend_schema_field(ConsentRecordSerializer(many=True))
     def get_consent_records(self, speaker: Speaker) -> list[dict[str, Any]]:
-        return [
-            dict(ConsentSummarySerializer(record).data)
-            for record in consent_records_for_speaker(speaker.tenant_id, speaker.id)
-        ]
+        access = self.context.get("consent_access") or ConsentFieldAccess()
+        records = consent_records_for_speaker(speaker.tenant_id, speaker.id)
+        return list(ConsentRecordSerializer(consent_record_bodies(records, access), many=True).data)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -22,7 +24,12 @@ from enrollment.api.serializers import (
     SpeakerSerializer,
 )
 from tenancy.api_views import ScopedView
-from tenancy.permissions import AUDIT, ENROLL, principal_of
+from tenancy.permissions import AUDIT, ENROLL, consent_field_access, principal_of
+
+
+def _consent_access(request: Request) -> dict[str, Any]:
+    """The serializer context that lets the caller see what it may of the consent records."""
+    return {"consent_access": consent_field_access(principal_of(request))}
 
 
 class SpeakerCollectionView(ScopedView):
@@ -81,7 +88,7 @@ class SpeakerCollectionView(ScopedView):
             consent=consent,
             client_ip=client_address(request.META),
         )
-        body = dict(SpeakerDetailSerializer(outcome.speaker).data)
+        body = dict(SpeakerDetailSerializer(outcome.speaker, context=_consent_access(request)).data)
         body["enrolled_on"] = outcome.enrolled_on
         if outcome.note:
             body["note"] = outcome.note
@@ -96,7 +103,8 @@ class SpeakerDetailView(ScopedView):
         speaker = selectors.speaker_for_tenant(principal_of(request).tenant, speaker_id)
         if speaker is None:
             raise NotFound("No such speaker.")
-        return Response({"data": SpeakerDetailSerializer(speaker).data})
+        detail = SpeakerDetailSerializer(speaker, context=_consent_access(request))
+        return Response({"data": detail.data})
 
     @extend_schema(summary="Erase the speaker (GDPR Art. 17)", responses=ErasureReceiptSerializer)
     def delete(self, request: Request, speaker_id: str) -> Response:

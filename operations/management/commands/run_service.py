@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.signing import ensure_signing_key
 from common.database_roles import UnsafeDatabaseRole, check_database_role
+from data_keys.services import check_key_encryption_key
 from operations.services import create_api_key
 from tenancy.models import ALL_SCOPES, Tenant
 from tenancy.services import create_tenant
@@ -50,6 +52,10 @@ class Command(BaseCommand):
             raise CommandError(str(refusal)) from refusal
         self._create_demo_tenant()
         ensure_signing_key()  # signs the audit checkpoints; generated here on a local run
+        try:
+            check_key_encryption_key()  # wraps the data keys; generated here on a local run
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
 
         # Children inherit DATABASE_URL / REDIS_URL, so they share the embedded servers that
         # manage.py started (config/embedded.py, which this layer does not import).

@@ -52,7 +52,8 @@ def test_delete_erases_every_blob_version_and_tombstones_the_speaker(api, s3_blo
 
     speaker.refresh_from_db()
     assert speaker.enrollment_status == "evicted"
-    assert (speaker.display_name, speaker.description, speaker.voiceprint) == ("", "", None)
+    assert (speaker.display_name, speaker.description) == ("", "")
+    assert speaker.voiceprint_ciphertext is None
     assert speaker.reference_sha256 == "" and speaker.preflight == {}
     # The consent record stays: it proves the processing was lawful.
     assert ConsentRecord.objects.filter(id=consent.id).exists()

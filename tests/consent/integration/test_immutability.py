@@ -32,11 +32,13 @@ def refused(sql: str, params=(), replica: bool = False) -> str:
 @pytest.mark.parametrize("replica", [False, True], ids=["origin", "replica"])
 def test_raw_update_is_refused(consent_record, replica):
     message = refused(
-        f"UPDATE {TABLE} SET consent_text = 'forged' WHERE id = %s", [consent_record.id], replica
+        f"UPDATE {TABLE} SET consent_stated_purpose = 'forged' WHERE id = %s",
+        [consent_record.id],
+        replica,
     )
     assert "immutable" in message
     consent_record.refresh_from_db()
-    assert consent_record.consent_text.startswith("I, Alice Example")
+    assert consent_record.consent_stated_purpose.startswith("Meeting transcription")
 
 
 @pytest.mark.parametrize("replica", [False, True], ids=["origin", "replica"])

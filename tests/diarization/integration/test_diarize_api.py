@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -22,7 +23,7 @@ from nodes.runtime import GalleryEntry, NodeRuntime
 from tenancy.models import Scope
 from tenancy.services import webhook_secret
 from tests import audio
-from tests.factories import client_for, make_key, make_tenant, upload
+from tests.factories import client_for, make_key, make_tenant, store_voiceprint, upload
 from tests.webhooks import WebhookReceiver
 from voice.engines import get_engine
 from voice.vad import get_vad, speech_only
@@ -218,10 +219,10 @@ def speaker_with_gallery_entry(
         reference_size_bytes=1,
         reference_duration_s=len(clip) / 16_000,
         reference_speech_s=len(clip) / 16_000,
-        voiceprint=vector.tolist(),
         embedding_model_id=runtime.engine.model_id,
         embedding_model_version=runtime.engine.model_version,
     )
+    store_voiceprint(speaker, vector)
     runtime.gallery.put(
         str(speaker.id),
         GalleryEntry(
@@ -267,6 +268,26 @@ def test_a_node_labels_live_speakers_only_and_records_their_use(
     assert event.details["matched_speaker_ids"] == [str(alice.id)]
     # A second delivery of the same attempt does nothing.
     assert node_work.run_job_here(runtime, queued["id"], 1) == "skipped"
+
+
+def test_the_stored_result_holds_the_speakers_id_and_no_name(
+    api, tenant, queued, runtime, django_capture_on_commit_callbacks
+):
+    alice = speaker_with_gallery_entry(runtime, tenant, "Alice Marker-91b2", [(10.6, 14.45)])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert node_work.run_job_here(runtime, queued["id"], 1) == "succeeded"
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT result::text FROM diarization_diarizationjob WHERE id = %s", [queued["id"]]
+        )
+        stored = cursor.fetchone()[0]
+    assert str(alice.id) in stored
+    assert "Alice Marker" not in stored and "display_name" not in stored
+    # The name is looked up when the result is read.
+    segments = api.get(f"{DIARIZE}/{queued['id']}").json()["data"]["result"]["segments"]
+    named = [s for s in segments if s["speaker_label"] == str(alice.id)]
+    assert named and all(s["display_name"] == "Alice Marker-91b2" for s in named)
 
 
 def test_results_download_in_every_format(

@@ -26,7 +26,7 @@ from audit.models import AuditEvent
 from enrollment.models import EnrollmentStatus, Speaker
 from tenancy.models import Scope, Tenant
 from tests import audio
-from tests.factories import make_key, make_tenant
+from tests.factories import make_key, make_tenant, store_voiceprint
 
 PATH = "/v1/modules/scaiecho/stream"
 TIMEOUT_S = 30
@@ -190,7 +190,7 @@ def enrolled(
     from voice.engines import get_engine
 
     engine = get_engine()
-    return Speaker.objects.create(
+    speaker = Speaker.objects.create(
         tenant=tenant,
         display_name=display_name,
         language_primary="en",
@@ -200,10 +200,10 @@ def enrolled(
         reference_size_bytes=1,
         reference_duration_s=span[1] - span[0],
         reference_speech_s=span[1] - span[0],
-        voiceprint=list(voiceprint(span)),
         embedding_model_id=engine.model_id,
         embedding_model_version=engine.model_version,
     )
+    return store_voiceprint(speaker, voiceprint(span))
 
 
 def conversation() -> np.ndarray:

@@ -118,7 +118,7 @@ def test_an_empty_gallery_labels_clusters():
 def test_silence_gives_no_segments_and_zero_confidence():
     quiet = audio.silence(5.0)
     result = diarize(quiet, [], get_engine(), None, DiarizationOptions(confidence=True))
-    body = as_result(result, DiarizationOptions(confidence=True), {})
+    body = as_result(result, DiarizationOptions(confidence=True))
     assert body["segments"] == [] and body["speakers"] == []
     assert body["confidence"]["resolution"] == FRAME_S
     assert len(body["confidence"]["score"]) == round(5.0 / FRAME_S)
@@ -127,7 +127,7 @@ def test_silence_gives_no_segments_and_zero_confidence():
 
 def test_confidence_scores_cover_the_audio_frame_by_frame():
     options = DiarizationOptions(confidence=True)
-    body = as_result(run(confidence=True), options, {})
+    body = as_result(run(confidence=True), options)
     scores = body["confidence"]["score"]
     assert len(scores) == int(np.ceil(30.0 / FRAME_S))
     assert min(scores) >= 0 and max(scores) <= 100
@@ -160,7 +160,7 @@ def test_short_and_overlapped_speech_is_never_given_an_enrolled_id():
         Turn(start=5.0, end=8.0, cluster=0, confidence=0.9, overlapped=True),
     ]
     _measure_runs(turns)
-    body = as_result(identified(turns), DiarizationOptions(), {"alice-id": "Alice"})
+    body = as_result(identified(turns), DiarizationOptions())
     labels = [(s["speaker_label"], s.get("unlabelled_reason")) for s in body["segments"]]
 
     assert labels == [
@@ -169,8 +169,10 @@ def test_short_and_overlapped_speech_is_never_given_an_enrolled_id():
         ("alice-id", None),
         (None, "overlap"),
     ]
-    assert body["segments"][1]["display_name"] == "Alice"
     assert body["speakers"][0]["speaker_label"] == "alice-id"
+    assert body["speakers"][0]["enrolled"] is True
+    # Names are resolved when a result is read, never stored in it.
+    assert "display_name" not in str(body)
     assert body["speakers"][0]["second_best_score"] == 0.6
 
 

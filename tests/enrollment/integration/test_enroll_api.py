@@ -5,12 +5,16 @@ from django.db import OperationalError
 
 from common.blobs import BlobStoreError
 from consent.models import ConsentRecord
+from consent.selectors import consent_record_bodies
 from enrollment import services
 from enrollment.models import Speaker
+from enrollment.voiceprints import open_voiceprints
+from tenancy.permissions import ConsentFieldAccess
 from tests import audio
 from tests.factories import client_for, enrollment_form, make_key, make_tenant, upload
 
 URL = "/v1/modules/scaiecho/speakers"
+EVERY_FIELD = ConsentFieldAccess(identity=True, client_address=True)
 
 pytestmark = pytest.mark.django_db
 
@@ -39,14 +43,18 @@ def test_enrollment_stores_profile_consent_and_both_blobs(api, tenant, s3_blob_s
 
     speaker = Speaker.objects.get(id=data["id"])
     assert speaker.tenant == tenant
-    assert len(speaker.voiceprint) == 256
+    voiceprint = open_voiceprints([(speaker.id, speaker.voiceprint_ciphertext)])[speaker.id]
+    assert voiceprint.shape == (256,)
     assert speaker.reference_blob_key == f"tenants/{tenant.id}/speakers/{speaker.id}/reference"
     assert "alice" not in speaker.reference_blob_key
 
     consent = ConsentRecord.objects.get(speaker=speaker)
-    assert consent.consent_user_full_name == "Alice Example"
+    assert b"Alice" not in bytes(consent.full_name_ciphertext)
+    opened = consent_record_bodies([consent], EVERY_FIELD)[0]
+    assert opened["consent_user_full_name"] == "Alice Example"
+    assert opened["consent_text"] == form["consent_text"]
     assert consent.consent_text_sha256 == hashlib.sha256(form["consent_text"].encode()).hexdigest()
-    assert consent.client_ip == "127.0.0.1"
+    assert opened["client_ip"] == "127.0.0.1"
     assert consent.api_key.tenant == tenant
     assert consent.recording_duration_s > 3
 

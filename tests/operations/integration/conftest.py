@@ -55,3 +55,50 @@ def application_role(live_test_database, django_db_blocker):
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(f"DROP OWNED BY {name}")
         cursor.execute(f"DROP ROLE {name}")
+
+
+@pytest.fixture
+def consent_then(monkeypatch):
+    """Runs a fault right after the consent record's INSERT, inside the enrollment's
+    transaction (the speaker row is already written by then)."""
+    from enrollment import services
+
+    def arm(fault):
+        original = services.record_consent
+
+        def record_consent_then_fault(**kwargs):
+            record = original(**kwargs)
+            fault()
+            return record
+
+        monkeypatch.setattr(services, "record_consent", record_consent_then_fault)
+
+    return arm
+
+
+@pytest.fixture
+def at_enrollment_commit(consent_then, monkeypatch):
+    """Runs faults around the COMMIT of the enrollment's transaction: ``before`` as it is about
+    to go out, ``after`` once the server has committed. Other commits are left alone."""
+    from django.db import connections
+
+    database = connections["default"]
+    original_commit = database._commit
+    armed = []
+    consent_then(lambda: armed.append(True))
+
+    def arm(before=None, after=None):
+        def commit():
+            if not armed:
+                return original_commit()
+            armed.clear()
+            if before is not None:
+                before(database)
+            done = original_commit()
+            if after is not None:
+                after(database)
+            return done
+
+        monkeypatch.setattr(database, "_commit", commit)
+
+    return arm

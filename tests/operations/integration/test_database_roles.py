@@ -225,6 +225,16 @@ def test_the_service_role_keeps_ordinary_dml_and_only_reads_the_migration_record
             service.execute("DELETE FROM django_migrations")
 
 
+def test_the_service_role_may_destroy_and_rewrap_data_keys(application_role):
+    """Erasure deletes a speaker's data key and rotation re-wraps it: an ordinary table."""
+    with application_role.connect() as service:
+        service.execute("DELETE FROM data_keys_datakey WHERE speaker_id = gen_random_uuid()")
+        service.execute(
+            "UPDATE data_keys_datakey SET wrapping_key_id = wrapping_key_id "
+            "WHERE speaker_id = gen_random_uuid()"
+        )
+
+
 def service_privileges(role: str) -> dict[str, list[bool]]:
     """SELECT, INSERT, UPDATE, DELETE of ``role`` on a few tables."""
     tables = [
@@ -326,7 +336,7 @@ UNSAFE_ROLES = {
         "holds TRUNCATE on table audit_erasureconfirmation",
     ),
     "holds_column_update": (
-        ["GRANT UPDATE (consent_text) ON consent_consentrecord TO {role}"],
+        ["GRANT UPDATE (consent_text_ciphertext) ON consent_consentrecord TO {role}"],
         "holds UPDATE on table consent_consentrecord",
     ),
     "creates_roles": (["ALTER ROLE {role} CREATEROLE"], "(CREATEROLE)"),

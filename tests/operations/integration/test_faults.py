@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection
 
 from audit.models import AuditEvent, ErasureAudit
 from consent.models import ConsentRecord
 from enrollment import preflight as preflight_module
 from enrollment.models import Speaker
 from tests.factories import client_for, enrollment_form, make_key, make_tenant
-from tests.faults import HangingEndpoint, PrivateRedis
+from tests.faults import HangingEndpoint, PrivateRedis, sever
 from tests.live import answers, free_port
 
 pytestmark = [pytest.mark.live]
-
-
-def sever(backend_pid: int) -> None:
-    """What a PostgreSQL restart or a dropped network does to one connection."""
-    conf = connection.settings_dict
-    with psycopg.connect(
-        host=conf["HOST"] or None,
-        port=conf["PORT"] or None,
-        user=conf["USER"] or None,
-        dbname=conf["NAME"],
-        autocommit=True,
-    ) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
 
 
 def test_a_connection_lost_mid_enrollment_answers_503_and_leaves_nothing(
@@ -61,51 +47,6 @@ def test_a_connection_lost_mid_enrollment_answers_503_and_leaves_nothing(
 def stored_keys(store) -> list[str]:
     listing = store.client.list_object_versions(Bucket=store.bucket)
     return sorted(version["Key"] for version in listing.get("Versions", []))
-
-
-@pytest.fixture
-def consent_then(monkeypatch):
-    """Runs a fault right after the consent record's INSERT, inside the enrollment's
-    transaction (the speaker row is already written by then)."""
-    from enrollment import services
-
-    def arm(fault):
-        original = services.record_consent
-
-        def record_consent_then_fault(**kwargs):
-            record = original(**kwargs)
-            fault()
-            return record
-
-        monkeypatch.setattr(services, "record_consent", record_consent_then_fault)
-
-    return arm
-
-
-@pytest.fixture
-def at_enrollment_commit(consent_then, monkeypatch):
-    """Runs faults around the COMMIT of the enrollment's transaction: ``before`` as it is about
-    to go out, ``after`` once the server has committed. Other commits are left alone."""
-    database = connections["default"]
-    original_commit = database._commit
-    armed = []
-    consent_then(lambda: armed.append(True))
-
-    def arm(before=None, after=None):
-        def commit():
-            if not armed:
-                return original_commit()
-            armed.clear()
-            if before is not None:
-                before(database)
-            done = original_commit()
-            if after is not None:
-                after(database)
-            return done
-
-        monkeypatch.setattr(database, "_commit", commit)
-
-    return arm
 
 
 def test_a_connection_lost_mid_transaction_rolls_everything_back(
