@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from audit.models import AuditEvent, ErasureAudit, ErasureOutcome
 from consent.models import ConsentRecord
+from data_keys.selectors import speakers_with_keys
 from tenancy.models import Tenant
 
 
@@ -42,6 +43,10 @@ def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
     }
     if blobs["state"] != "deleted":
         errors["blob_store"] = blobs["detail"] or "pending"
+    # Destroyed in the erasure's own transaction; a key still there is an erasure gone wrong.
+    data_key_destroyed = not speakers_with_keys([erasure.speaker_id])
+    if not data_key_destroyed:
+        errors["data_key"] = "not destroyed"
     return {
         "audit_id": str(erasure.id),
         "speaker_id": str(erasure.speaker_id),
@@ -53,6 +58,7 @@ def erasure_receipt(erasure: ErasureAudit) -> dict[str, Any]:
         "blob_versions_deleted": blobs["versions"],
         "blob_bytes_deleted": blobs["bytes"],
         "consent_record_ids": erasure.consent_record_ids,
+        "data_key_destroyed": data_key_destroyed,
         "nodes": node_states,
         "error_summary": errors,
         "complete": not errors,

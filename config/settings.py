@@ -367,6 +367,8 @@ STREAM_MAX_SESSIONS_PER_TENANT = env_int("STREAM_MAX_SESSIONS_PER_TENANT", 20)
 # An open session checks its key this often: a revoked key, or one without the scopes the
 # session uses, ends it.
 STREAM_KEY_RECHECK_S = env_float("STREAM_KEY_RECHECK_S", 30.0)
+if STREAM_KEY_RECHECK_S <= 0:
+    raise ImproperlyConfigured("STREAM_KEY_RECHECK_S is a number of seconds above 0.")
 
 # --- Audit checkpoints --------------------------------------------------------------
 # The orchestrator's beat signs the audit trail's head with an Ed25519 key the database does

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -13,9 +14,11 @@ from consent.models import (
     ConsentRecord,
     consent_field_context,
 )
-from data_keys.crypto import SpeakerKey
+from data_keys.crypto import CiphertextRejected, SpeakerKey
 from data_keys.selectors import speaker_keys, speakers_with_keys
 from tenancy.permissions import ConsentFieldAccess
+
+logger = logging.getLogger(__name__)
 
 
 def consent_records_for_speaker(
@@ -24,10 +27,20 @@ def consent_records_for_speaker(
     return ConsentRecord.objects.filter(tenant_id=tenant_id, speaker_id=speaker_id)
 
 
+class _Unreadable(Exception):
+    pass
+
+
 def _opened(key: SpeakerKey, record: ConsentRecord, column: str, ciphertext: Any) -> str | None:
     if ciphertext is None:
         return None
-    return key.decrypt_text(consent_field_context(record.id, column), bytes(ciphertext))
+    try:
+        return key.decrypt_text(consent_field_context(record.id, column), bytes(ciphertext))
+    except CiphertextRejected as exc:
+        # Only someone writing to the immutable table as its owner gets here: say so loudly,
+        # and show the rest of the record rather than fail the whole answer.
+        logger.error("consent record %s: its %s does not decrypt (%s)", record.id, column, exc)
+        raise _Unreadable from exc
 
 
 def consent_record_body(
@@ -35,16 +48,25 @@ def consent_record_body(
 ) -> dict[str, Any]:
     """A record as it is shown (documented by audit.api.serializers.ConsentRecordSerializer):
     personal fields only where ``access`` allows and the speaker's key still exists; null
-    otherwise, with ``erased`` telling the two apart."""
+    otherwise, with ``erased`` telling the two apart. A field whose ciphertext does not decrypt
+    under the speaker's key (altered, or copied from another record) is null and listed in
+    ``unreadable_fields``."""
     personal: dict[str, str | None] = {FULL_NAME: None, CONSENT_TEXT: None, CLIENT_IP: None}
+    shown: list[tuple[str, Any]] = []
+    if access.identity:
+        shown += [
+            (FULL_NAME, record.full_name_ciphertext),
+            (CONSENT_TEXT, record.consent_text_ciphertext),
+        ]
+    if access.client_address:
+        shown.append((CLIENT_IP, record.client_ip_ciphertext))
+    unreadable = []
     if key is not None and not erased:
-        if access.identity:
-            personal[FULL_NAME] = _opened(key, record, FULL_NAME, record.full_name_ciphertext)
-            personal[CONSENT_TEXT] = _opened(
-                key, record, CONSENT_TEXT, record.consent_text_ciphertext
-            )
-        if access.client_address:
-            personal[CLIENT_IP] = _opened(key, record, CLIENT_IP, record.client_ip_ciphertext)
+        for column, ciphertext in shown:
+            try:
+                personal[column] = _opened(key, record, column, ciphertext)
+            except _Unreadable:
+                unreadable.append(column)
     return {
         "id": record.id,
         "speaker_id": record.speaker_id,
@@ -61,6 +83,7 @@ def consent_record_body(
         "client_ip": personal[CLIENT_IP],
         "recorded_at": record.recorded_at,
         "erased": erased,
+        "unreadable_fields": unreadable,
     }
 
 

@@ -163,7 +163,13 @@ def throttled_sign_in(
             logger.warning(
                 "console sign-in throttled per %s (address %s)", throttled.limit, limits.address
             )
-            if limits.first_refusal(throttled.limit):
+            try:
+                first = limits.first_refusal(throttled.limit)
+            except RedisError:
+                # The refusal stands; whether it was the first of its window cannot be told.
+                logger.exception("console sign-in: refusal not audited, Redis unavailable")
+                first = False
+            if first:
                 _audit_throttled(surface, limits, throttled)
             minutes = -(-throttled.retry_after_s // 60)
             response = _refused(

@@ -112,7 +112,7 @@ def speaker_list(request: HttpRequest) -> HttpResponse:
         speakers = speakers.filter(display_name__icontains=form.cleaned_data["q"])
     speakers = speakers.annotate(
         warm_nodes=Count("node_assignments", filter=Q(node_assignments__state=AssignmentState.WARM))
-    )
+    ).order_by("-created_at", "id")  # an aggregate drops Meta.ordering; pages need an order
     return render(
         request, "console/speakers.html", {"form": form, "page": _page(request, speakers)}
     )

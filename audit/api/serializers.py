@@ -44,6 +44,12 @@ class ConsentRecordSerializer(serializers.Serializer):
         help_text="The speaker was erased: its data key is destroyed and the personal fields "
         "can no longer be read by anyone; the rest remains as proof of consent."
     )
+    unreadable_fields = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Personal fields this caller may see whose ciphertext does not decrypt under "
+        "the speaker's key (altered, or copied from another record): shown as null. Empty "
+        "unless the table was written to behind the service's back.",
+    )
 
 
 class AuditEventSerializer(serializers.Serializer):
@@ -78,6 +84,10 @@ class ErasureReceiptSerializer(serializers.Serializer):
     blob_versions_deleted = serializers.IntegerField()
     blob_bytes_deleted = serializers.IntegerField()
     consent_record_ids = serializers.ListField(child=serializers.UUIDField())
+    data_key_destroyed = serializers.BooleanField(
+        help_text="The speaker's data key is gone: the consent record's name, text and address "
+        "and the voiceprint can no longer be read by anyone."
+    )
     nodes = NodeEvictionSerializer(many=True)
     error_summary = serializers.DictField(child=serializers.CharField())
     complete = serializers.BooleanField()

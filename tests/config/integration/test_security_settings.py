@@ -138,3 +138,14 @@ def test_the_launcher_of_the_embedded_servers_marks_a_local_run(tmp_path):
 
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip().splitlines()[-1] == "local"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("STREAM_KEY_RECHECK_S", "0"), ("DIARIZATION_RESULT_RETENTION_DAYS", "0")],
+)
+def test_bounds_that_would_disable_a_protection_are_refused(name, value):
+    process = settings_of(SCAIECHO_ENV="local", **{name: value})
+
+    assert process.returncode != 0
+    assert "ImproperlyConfigured" in process.stderr and name in process.stderr

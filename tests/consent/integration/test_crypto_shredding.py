@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -18,8 +19,8 @@ from audit.models import AuditEvent, ErasureAudit
 from audit.services import verify_chain
 from consent.models import ConsentRecord
 from console.services import create_console_user
-from data_keys.crypto import CiphertextRejected
 from data_keys.models import DataKey
+from data_keys.services import create_data_key
 from enrollment import services
 from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.voiceprints import open_voiceprints
@@ -107,8 +108,12 @@ def test_a_ciphertext_copied_to_another_record_does_not_read(api, speaker_id, ke
         )
         cursor.execute(f"ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER {TABLE}_immutable_rows")
 
-    with pytest.raises(CiphertextRejected):
-        consent_of(keys[("scaiecho:audit",)], other)
+    record = consent_of(keys[("scaiecho:audit",)], other)
+    assert record["consent_user_full_name"] is None
+    assert record["unreadable_fields"] == ["consent_user_full_name"]
+    # The fields that were not touched still read.
+    assert record["consent_text"] == enrollment_form()["consent_text"]
+    assert consent_of(keys[("scaiecho:audit",)], speaker_id)["unreadable_fields"] == []
 
 
 # --- who sees what ---------------------------------------------------------------------------
@@ -165,8 +170,10 @@ def test_erasure_destroys_the_key_and_the_record_reads_as_erased_for_everyone(
     record = ConsentRecord.objects.get(speaker_id=speaker_id)
     stored = row_as_stored(record.id)
 
-    assert api.delete(f"{SPEAKERS}/{speaker_id}").status_code == 200
+    erasure = api.delete(f"{SPEAKERS}/{speaker_id}")
+    assert erasure.status_code == 200
 
+    assert erasure.json()["data"]["data_key_destroyed"] is True
     assert not DataKey.objects.filter(speaker_id=speaker_id).exists()
     assert row_as_stored(record.id) == stored  # not a byte changed
     for client in (*keys.values(), api):
@@ -183,6 +190,18 @@ def test_erasure_destroys_the_key_and_the_record_reads_as_erased_for_everyone(
     erased_event = AuditEvent.objects.get(action="speaker.erased", speaker_id=speaker_id)
     assert erased_event.details["data_key_destroyed"] is True
     assert Speaker.objects.get(id=speaker_id).voiceprint_ciphertext is None
+
+
+def test_a_receipt_whose_key_survived_is_not_complete(api, tenant, speaker_id):
+    audit_id = api.delete(f"{SPEAKERS}/{speaker_id}").json()["data"]["audit_id"]
+    # A key row for the erased speaker, as a restore from an older backup would bring back.
+    create_data_key(speaker_id=uuid.UUID(speaker_id), tenant_id=tenant.id)
+
+    receipt = api.get(f"/v1/modules/scaiecho/erasures/{audit_id}").json()["data"]
+
+    assert receipt["data_key_destroyed"] is False
+    assert receipt["error_summary"]["data_key"] == "not destroyed"
+    assert receipt["complete"] is False
 
 
 def refused(sql: str, params=()) -> str:

@@ -189,3 +189,23 @@ def test_a_failure_that_cannot_be_counted_still_answers(tenant, monkeypatch):
 
     assert response.status_code == 200
     assert "did not match" in response.content.decode()
+
+
+def test_a_refusal_whose_audit_cannot_be_counted_still_refuses(tenant, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from console import sign_in as sign_in_module
+
+    create_console_user(tenant, "ann", "admin", PASSWORD)
+    for _ in range(3):
+        sign_in("ann", WRONG)
+
+    def redis_gone(self, limit: str) -> bool:
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(sign_in_module.SignInLimits, "first_refusal", redis_gone)
+
+    response = sign_in("ann", PASSWORD)
+
+    assert response.status_code == 429
+    assert not AuditEvent.objects.filter(action="console.sign_in_throttled").exists()

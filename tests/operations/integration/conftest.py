@@ -29,28 +29,37 @@ class Role:
         return psycopg.connect(self.url(), autocommit=True)
 
 
-@pytest.fixture(scope="session")
-def application_role(live_test_database, django_db_blocker):
-    """A real second role in the test database with the service's grants, as the owner's
-    ``migrate`` gives them. The suite connects as the server's superuser (CI's ``postgres``),
-    so the role is made here, idempotently, named after the test database (roles are shared
-    by every database of the server), and dropped at the end."""
+@pytest.fixture
+def application_role(application_role_made, django_db_blocker):
+    """The role with the service's grants as the owner's ``migrate`` gives them now: granted
+    afresh for each test, since a migration test earlier in the session may have dropped and
+    recreated tables (and their grants with them)."""
     from django.db import connection
 
     from common.database_roles import grant_application_privileges
 
+    with django_db_blocker.unblock():
+        grant_application_privileges(connection, application_role_made.name)
+    return application_role_made
+
+
+@pytest.fixture(scope="session")
+def application_role_made(live_test_database, django_db_blocker):
+    """A real second role in the test database. The suite connects as the server's superuser
+    (CI's ``postgres``), so the role is made here, idempotently, named after the test database
+    (roles are shared by every database of the server), and dropped at the end."""
+    from django.db import connection
+
     role = Role(f"{connection.settings_dict['NAME']}_app", secrets.token_hex(16))
     name = connection.ops.quote_name(role.name)
-    with django_db_blocker.unblock():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role.name])
-            if cursor.fetchone() is None:
-                cursor.execute(f"CREATE ROLE {name}")
-            # A hex password needs no quoting; without the server's trust it is what logs in.
-            cursor.execute(
-                f"ALTER ROLE {name} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{role.password}'"
-            )
-        grant_application_privileges(connection, role.name)
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role.name])
+        if cursor.fetchone() is None:
+            cursor.execute(f"CREATE ROLE {name}")
+        # A hex password needs no quoting; without the server's trust it is what logs in.
+        cursor.execute(
+            f"ALTER ROLE {name} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{role.password}'"
+        )
     yield role
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(f"DROP OWNED BY {name}")
