@@ -32,6 +32,8 @@ class ErasureReason(models.TextChoices):
     REQUESTED = "erasure_requested"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     RETENTION_EXPIRED = "retention_expired"
+    REVIEW_REJECTED = "review_rejected"
+    REVIEW_EXPIRED = "review_expired"
 
 
 class ErasureAudit(models.Model):

@@ -285,7 +285,40 @@ PREFLIGHT_SECOND_VOICE_THRESHOLD = env_float("PREFLIGHT_SECOND_VOICE_THRESHOLD",
 PREFLIGHT_SECOND_VOICE_WARN = env_float("PREFLIGHT_SECOND_VOICE_WARN", 0.80)
 PREFLIGHT_SECOND_VOICE_MIN_S = env_float("PREFLIGHT_SECOND_VOICE_MIN_S", 1.0)
 PREFLIGHT_DUPLICATE_THRESHOLD = env_float("PREFLIGHT_DUPLICATE_THRESHOLD", 0.85)
+# What an uncertain voice check does (a consent match between *_THRESHOLD and *_WARN, a second
+# voice between its two, a voice scoring PREFLIGHT_DUPLICATE_THRESHOLD with an enrolled one):
+# "review" holds the enrollment (needs_review) until a person decides, "reject" refuses it
+# (422), "warn" accepts it with a warning.
+PREFLIGHT_POLICIES = ("review", "reject", "warn")
+
+
+def env_policy(name: str, default: str) -> str:
+    value = env_str(name, default).strip().lower()
+    if value not in PREFLIGHT_POLICIES:
+        raise ImproperlyConfigured(
+            f"{name} is one of {', '.join(PREFLIGHT_POLICIES)}, not {value!r}."
+        )
+    return value
+
+
+PREFLIGHT_CONSENT_POLICY = env_policy("PREFLIGHT_CONSENT_POLICY", "review")
+PREFLIGHT_SECOND_VOICE_POLICY = env_policy("PREFLIGHT_SECOND_VOICE_POLICY", "review")
+# The older switch, kept: PREFLIGHT_REJECT_DUPLICATE_VOICE=true means the "reject" policy.
 PREFLIGHT_REJECT_DUPLICATE_VOICE = env_bool("PREFLIGHT_REJECT_DUPLICATE_VOICE", False)
+PREFLIGHT_DUPLICATE_POLICY = env_policy(
+    "PREFLIGHT_DUPLICATE_POLICY", "reject" if PREFLIGHT_REJECT_DUPLICATE_VOICE else "review"
+)
+if PREFLIGHT_REJECT_DUPLICATE_VOICE and PREFLIGHT_DUPLICATE_POLICY != "reject":
+    raise ImproperlyConfigured(
+        "PREFLIGHT_REJECT_DUPLICATE_VOICE=true asks for PREFLIGHT_DUPLICATE_POLICY=reject, but "
+        f"that is {PREFLIGHT_DUPLICATE_POLICY!r}: set only PREFLIGHT_DUPLICATE_POLICY."
+    )
+# A held enrollment nobody decided on is erased (reason review_expired) after this many days.
+REVIEW_EXPIRY_DAYS = env_int("REVIEW_EXPIRY_DAYS", 14)
+if REVIEW_EXPIRY_DAYS < 1:
+    raise ImproperlyConfigured("REVIEW_EXPIRY_DAYS is at least 1.")
+# The reviewer must be another principal (API key, console user) than the one that enrolled.
+REVIEW_REQUIRE_OTHER_REVIEWER = env_bool("REVIEW_REQUIRE_OTHER_REVIEWER", True)
 
 # --- Embedding engine -----------------------------------------------------------
 # "resemblyzer" (offline default, weights ship in the pip package), a Hugging Face
@@ -432,6 +465,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "erase-expired-speakers": {
         "task": "enrollment.tasks.erase_expired_speakers",
+        "schedule": RETENTION_SWEEP_INTERVAL_S,
+    },
+    "erase-expired-reviews": {
+        "task": "enrollment.tasks.erase_expired_reviews",
         "schedule": RETENTION_SWEEP_INTERVAL_S,
     },
     "expire-diarization-results": {

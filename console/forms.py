@@ -5,6 +5,7 @@ from collections.abc import Callable
 from django import forms
 from rest_framework import serializers
 
+from enrollment import reviews
 from enrollment.api.serializers import reject_control_characters, validate_language_tag
 from enrollment.models import EnrollmentStatus
 
@@ -44,6 +45,11 @@ class EnrollmentForm(forms.Form):
     )
     reference = forms.FileField(label="Reference recording", help_text="wav, mp3, flac, ogg, m4a")
     consent = forms.FileField(label="Consent recording", help_text="the person reading the text")
+
+
+class ReviewForm(forms.Form):
+    decision = forms.ChoiceField(choices=[(d, d) for d in reviews.DECISIONS])
+    note = forms.CharField(max_length=2000, required=False, validators=TEXT)
 
 
 class SpeakerFilterForm(forms.Form):

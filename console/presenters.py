@@ -28,6 +28,7 @@ def finding_explanations(findings: list[dict[str, Any]]) -> list[dict[str, Any]]
             **finding,
             "headline": EXPLANATIONS.get(finding.get("code", ""), finding.get("code", "")),
             "is_error": finding.get("severity") == "error",
+            "holds_for_review": finding.get("severity") == "review",
         }
         for finding in findings
     ]

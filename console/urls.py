@@ -20,6 +20,13 @@ urlpatterns = [
     path("speakers/<uuid:speaker_id>/status.json", views.speaker_status, name="speaker-status"),
     path("speakers/<uuid:speaker_id>/rewarm/", views.speaker_rewarm, name="rewarm"),
     path("speakers/<uuid:speaker_id>/erase/", views.speaker_erase, name="erase"),
+    path("speakers/<uuid:speaker_id>/review/", views.speaker_review, name="review"),
+    path(
+        "speakers/<uuid:speaker_id>/recordings/<str:role>/",
+        views.speaker_recording,
+        name="recording",
+    ),
+    path("reviews/", views.review_queue, name="reviews"),
     path("nodes/", views.node_list, name="nodes"),
     path("consent-records/", views.consent_records, name="consent-records"),
     path("erasures/", views.erasures, name="erasures"),

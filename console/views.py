@@ -1,7 +1,7 @@
 """The web console: server-rendered pages over the same services the API uses.
 
-Admins enroll, re-warm and erase; auditors read. Every view that changes something checks
-the role on the server (403), not only by hiding its button.
+Admins enroll, re-warm, erase and decide on held enrollments; auditors read. Every view that
+changes something checks the role on the server (403), not only by hiding its button.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from common.client_address import client_address
 from common.errors import PreflightRejected, ServiceError
 from consent.models import ConsentRecord
 from consent.selectors import consent_record_bodies
-from console.forms import AuditFilterForm, EnrollmentForm, SpeakerFilterForm
+from console.forms import AuditFilterForm, EnrollmentForm, ReviewForm, SpeakerFilterForm
 from console.models import ConsoleMembership, ConsoleRole
 from console.presenters import finding_explanations
 from console.services import principal_for
+from enrollment import reviews
 from enrollment import selectors as enrollment_selectors
 from enrollment import services as enrollment_services
 from enrollment.models import EnrollmentStatus, Speaker
@@ -202,8 +203,14 @@ def speaker_rewarm(request: HttpRequest, speaker_id: str) -> HttpResponse:
     try:
         orchestrator.rewarm(speaker, [], principal_for(_membership(request)).actor)
     except ServiceError as failure:
-        return render(request, "console/forbidden.html", {"message": failure.message}, status=400)
+        return _refused(request, failure)
     return redirect("console:speaker", speaker_id=speaker.id)
+
+
+def _refused(request: HttpRequest, failure: ServiceError) -> HttpResponse:
+    return render(
+        request, "console/forbidden.html", {"message": failure.message}, status=failure.status_code
+    )
 
 
 @console_view("GET", "POST", admin=True)
@@ -217,6 +224,61 @@ def speaker_erase(request: HttpRequest, speaker_id: str) -> HttpResponse:
         actor=principal_for(_membership(request)).actor,
     )
     return redirect("console:erasure", audit_id=outcome.erasure.id)
+
+
+# --- the review queue --------------------------------------------------------------------------
+
+
+@console_view("GET")
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Held enrollments with what held them, and past decisions; admins decide, auditors read."""
+    tenant = _membership(request).tenant
+    held = enrollment_selectors.speakers_for_tenant(tenant, EnrollmentStatus.NEEDS_REVIEW)
+    queue = [
+        {
+            "speaker": speaker,
+            "findings": finding_explanations(reviews.held_findings(speaker)),
+            "consent_match_score": speaker.preflight.get("consent_match_score"),
+            "expires_at": reviews.review_expires_at(speaker),
+        }
+        for speaker in held.order_by("created_at")
+    ]
+    decisions = [
+        {"event": event, "note": reviews.decision_note(event)}
+        for event in enrollment_selectors.review_decisions(tenant)[:50]
+    ]
+    return render(request, "console/reviews.html", {"queue": queue, "decisions": decisions})
+
+
+@console_view("GET", admin=True)
+def speaker_recording(request: HttpRequest, speaker_id: str, role: str) -> HttpResponse:
+    """A held enrollment's recording, for its reviewer's browser to play."""
+    try:
+        recording = reviews.held_recording(_speaker(request, speaker_id), role)
+    except ServiceError as failure:
+        return _refused(request, failure)
+    response = HttpResponse(recording.data, content_type=recording.media_type)
+    response["Cache-Control"] = "no-store"  # biometric data: no copy left in caches
+    response["Content-Disposition"] = "inline"
+    return response
+
+
+@console_view("POST", admin=True)
+def speaker_review(request: HttpRequest, speaker_id: str) -> HttpResponse:
+    speaker = _speaker(request, speaker_id)
+    form = ReviewForm(request.POST)
+    if not form.is_valid():
+        message = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
+        return render(request, "console/forbidden.html", {"message": message}, status=400)
+    try:
+        outcome = reviews.decide(
+            speaker, principal=principal_for(_membership(request)), **form.cleaned_data
+        )
+    except ServiceError as failure:
+        return _refused(request, failure)
+    if outcome.erasure is not None:
+        return redirect("console:erasure", audit_id=outcome.erasure.id)
+    return redirect("console:reviews")
 
 
 # --- nodes -------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from tenancy.models import ApiKey, Tenant
 
 class EnrollmentStatus(models.TextChoices):
     PENDING = "pending"
+    # An uncertain voice check held the enrollment for a person's review: stored, never warm.
+    NEEDS_REVIEW = "needs_review"
     READY = "ready"
     FAILED = "failed"
     EVICTED = "evicted"

@@ -1,9 +1,10 @@
 """Quality preflight for an enrollment: decode, voice activity, signal quality, voices.
 
 Every finding has a machine-readable code, a severity (``error`` rejects the
-enrollment, ``warning`` does not), the recording it is about, the measured
-value and the threshold it was compared with. The preflight reads and measures;
-it writes nothing.
+enrollment, ``review`` holds it for a person's decision, ``warning`` does neither), the
+recording it is about, the measured value and the threshold it was compared with. An
+uncertain voice check (consent match, second voice, duplicate voice) takes its severity from
+its policy setting. The preflight reads and measures; it writes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from voice.engines import VOICEPRINT_HOP_S, EmbeddingEngine, get_engine
 from voice.vad import SpeechRegion, get_vad, speech_only
 
 ERROR = "error"
+REVIEW = "review"
 WARNING = "warning"
+# What each policy (settings.PREFLIGHT_POLICIES) makes of an uncertain voice check.
+POLICY_SEVERITY = {"reject": ERROR, "review": REVIEW, "warn": WARNING}
 REFERENCE = "reference"
 CONSENT = "consent"
 
@@ -100,6 +104,13 @@ class PreflightReport:
         return not any(f.severity == ERROR for f in self.findings)
 
     @property
+    def needs_review(self) -> bool:
+        return self.passed and any(f.severity == REVIEW for f in self.findings)
+
+    def held_findings(self) -> list[PreflightFinding]:
+        return [f for f in self.findings if f.severity == REVIEW]
+
+    @property
     def audio_s(self) -> float:
         return sum(r.audio.duration_s for r in (self.reference, self.consent) if r.audio)
 
@@ -117,6 +128,7 @@ class PreflightReport:
 
         return {
             "passed": self.passed,
+            "needs_review": self.needs_review,
             "quality_grade": self.quality_grade(),
             "recommended_additional_speech_s": round(
                 max(0.0, settings.PREFLIGHT_RECOMMENDED_SPEECH_S - self.reference.speech_s), 1
@@ -374,10 +386,10 @@ class Preflight:
         elif score < settings.PREFLIGHT_SECOND_VOICE_WARN:
             self.add(
                 "multiple_voices",
-                WARNING,
+                POLICY_SEVERITY[settings.PREFLIGHT_SECOND_VOICE_POLICY],
                 REFERENCE,
-                "Part of the reference may be a second voice; check that only the enrolled "
-                "speaker talks in it.",
+                "Part of the reference may be a second voice; a person should check that only "
+                "the enrolled speaker talks in it.",
                 measured=round(score, 4),
                 threshold=settings.PREFLIGHT_SECOND_VOICE_WARN,
             )
@@ -418,7 +430,7 @@ class Preflight:
         elif score < settings.PREFLIGHT_CONSENT_MATCH_WARN:
             self.add(
                 "consent_voice_mismatch",
-                WARNING,
+                POLICY_SEVERITY[settings.PREFLIGHT_CONSENT_POLICY],
                 CONSENT,
                 "The consent recording could not be confirmed as the reference speaker's "
                 "voice; a person should check it.",
@@ -437,10 +449,9 @@ class Preflight:
         if scores[best] < threshold:
             return
         report.duplicate_of, report.duplicate_score = known[best].speaker_id, float(scores[best])
-        severity = ERROR if settings.PREFLIGHT_REJECT_DUPLICATE_VOICE else WARNING
         self.add(
             "duplicate_voice",
-            severity,
+            POLICY_SEVERITY[settings.PREFLIGHT_DUPLICATE_POLICY],
             REFERENCE,
             f"This voice is already enrolled in the tenant as speaker {known[best].speaker_id}.",
             measured=round(float(scores[best]), 4),

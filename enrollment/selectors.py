@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from audit.models import AuditEvent
+from enrollment import lifecycle
 from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.preflight import KnownVoiceprint
 from enrollment.voiceprints import open_voiceprints
@@ -13,6 +15,13 @@ def speakers_for_tenant(tenant: Tenant, status: str | None = None) -> QuerySet[S
     if status:
         speakers = speakers.filter(enrollment_status=status)
     return speakers
+
+
+def review_decisions(tenant: Tenant) -> QuerySet[AuditEvent]:
+    """The tenant's review decisions, newest first."""
+    return AuditEvent.objects.filter(
+        tenant=tenant, action__in=[lifecycle.REVIEW_APPROVED, lifecycle.REVIEW_REJECTED]
+    ).order_by("-seq")
 
 
 def speaker_for_tenant(tenant: Tenant, speaker_id: str) -> Speaker | None:

@@ -45,6 +45,10 @@ NO_NODE_NOTE = (
     "No pyannote node is online: the speaker stays pending until a node comes online "
     "and takes the enrollment."
 )
+HELD_NOTE = (
+    "An uncertain voice check held the enrollment for a person's review "
+    "(POST speakers/{id}/review): it is on no node and labels nothing until it is approved."
+)
 # How long an enrollment whose connection was lost waits to learn its transaction's outcome.
 COMMIT_OUTCOME_WAIT_S = 10.0
 COMMIT_UNCONFIRMED_NOTE = (
@@ -198,8 +202,9 @@ def enroll_speaker(
                 recording_speech_s=report.consent.speech_s,
                 data_key=data_key,
             )
-            # Tasks leave only once the rows are committed, so a node never misses them.
-            scheduled = distribution().fan_out(speaker)
+            # Tasks leave only once the rows are committed, so a node never misses them. A
+            # held enrollment goes nowhere until a person approves it (enrollment.reviews).
+            scheduled = [] if report.needs_review else distribution().fan_out(speaker)
             record_event(
                 "speaker.enrolled",
                 actor=principal.actor,
@@ -211,6 +216,7 @@ def enroll_speaker(
                     "consent_sha256": consent_blob.sha256,
                     "quality_grade": report.quality_grade(),
                     "warm_scheduled_on": scheduled,
+                    "held_for_review": [f.code for f in report.held_findings()],
                 },
             )
     except DatabaseError:
@@ -234,7 +240,7 @@ def enroll_speaker(
             consent_record=ConsentRecord.objects.get(speaker=speaker),
             preflight=report,
             enrolled_on=[],
-            note=COMMIT_UNCONFIRMED_NOTE,
+            note=HELD_NOTE if report.needs_review else COMMIT_UNCONFIRMED_NOTE,
         )
     except BaseException:
         # Only a rollback gets here: the post-commit task sends are robust (logged, never
@@ -242,6 +248,25 @@ def enroll_speaker(
         _remove_blobs(store, written)
         raise
 
+    enrolled_on = wait_for_fan_out(speaker, scheduled)
+    return EnrollmentOutcome(
+        speaker=speaker,
+        consent_record=consent_record,
+        preflight=report,
+        enrolled_on=enrolled_on,
+        note=_enrollment_note(report, scheduled),
+    )
+
+
+def _enrollment_note(report: PreflightReport, scheduled: list[str]) -> str | None:
+    if report.needs_review:
+        return HELD_NOTE
+    return None if scheduled else NO_NODE_NOTE
+
+
+def wait_for_fan_out(speaker: Speaker, scheduled: list[str]) -> list[str]:
+    """Waits up to ENROLLMENT_ACK_WAIT_S for the scheduled nodes; returns those that hold the
+    speaker, whose row is read again."""
     waited = time.perf_counter()
     enrolled_on = (
         distribution().wait_until_warm(speaker, scheduled, settings.ENROLLMENT_ACK_WAIT_S)
@@ -251,13 +276,7 @@ def enroll_speaker(
     if enrolled_on:
         FANOUT_LATENCY.observe(time.perf_counter() - waited)
     speaker.refresh_from_db()
-    return EnrollmentOutcome(
-        speaker=speaker,
-        consent_record=consent_record,
-        preflight=report,
-        enrolled_on=enrolled_on,
-        note=None if scheduled else NO_NODE_NOTE,
-    )
+    return enrolled_on
 
 
 class CommitOutcome(enum.Enum):
@@ -369,6 +388,9 @@ def _create_speaker(
         embedding_model_version=report.model_version,
         preflight=report.to_dict(),
         created_by_key=principal.api_key,
+        enrollment_status=(
+            EnrollmentStatus.NEEDS_REVIEW if report.needs_review else EnrollmentStatus.PENDING
+        ),
     )
 
 
@@ -387,6 +409,17 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureResult
 
     A second call returns the first receipt and does nothing else.
     """
+    with transaction.atomic():
+        result = record_erasure(speaker, reason=reason, actor=actor)
+    # Only after the commit: a rollback must never leave a speaker whose recordings are gone.
+    if result.created:
+        delete_erased_blobs(result.erasure)
+    return result
+
+
+def record_erasure(speaker: Speaker, *, reason: str, actor: str) -> ErasureResult:
+    """The erasure's rows, in the caller's transaction; once it commits, the caller deletes
+    the recordings with :func:`delete_erased_blobs`."""
     with transaction.atomic():
         speaker = Speaker.objects.select_for_update().get(id=speaker.id)
         existing = ErasureAudit.objects.filter(speaker=speaker).first()
@@ -421,8 +454,6 @@ def erase_speaker(speaker: Speaker, *, reason: str, actor: str) -> ErasureResult
                 "data_key_destroyed": data_key_destroyed,
             },
         )
-    # Only after the commit: a rollback must never leave a speaker whose recordings are gone.
-    delete_erased_blobs(erasure)
     return ErasureResult(erasure, created=True)
 
 

@@ -28,6 +28,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # can alter anything: the processes it starts warn about their role instead of refusing.
     # tests/operations/integration/test_database_roles.py runs the refusal itself.
     os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
+    # Most tests enroll the pyannote sample's speaker A many times in one tenant, which the
+    # default duplicate policy would hold for review; tests of the hold set "review" themselves.
+    os.environ.setdefault("PREFLIGHT_DUPLICATE_POLICY", "warn")
     # One key-encryption key for the session and every process it starts, so that no test
     # writes a key file into the developer's data directory.
     os.environ.setdefault(

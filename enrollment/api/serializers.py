@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from audit.api.serializers import ConsentRecordSerializer
 from consent.selectors import consent_record_bodies, consent_records_for_speaker
+from enrollment import reviews
 from enrollment.models import EnrollmentStatus, Speaker
 from tenancy.permissions import ConsentFieldAccess
 
@@ -61,9 +62,45 @@ class SpeakerListQuerySerializer(serializers.Serializer):
     enrollment_status = serializers.ChoiceField(choices=EnrollmentStatus.choices, required=False)
 
 
+class ReviewRequestSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(
+        choices=reviews.DECISIONS,
+        help_text="approve: the enrollment fans out to the nodes; reject: it is erased.",
+    )
+    note = serializers.CharField(
+        max_length=2000,
+        allow_blank=True,
+        default="",
+        validators=[reject_control_characters],
+        help_text="Why; kept only encrypted under the speaker's data key.",
+    )
+
+
+class HeldFindingSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    severity = serializers.CharField()
+    recording = serializers.CharField()
+    message = serializers.CharField()
+    measured = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField(allow_null=True)
+    speaker_id = serializers.CharField(
+        required=False, help_text="duplicate_voice: the speaker already enrolled with this voice."
+    )
+
+
+class ReviewHoldSerializer(serializers.Serializer):
+    findings = HeldFindingSerializer(many=True, help_text="The checks that held the enrollment.")
+    expires_at = serializers.DateTimeField(
+        help_text="Unless decided on by then, the enrollment is erased (REVIEW_EXPIRY_DAYS)."
+    )
+
+
 class SpeakerSerializer(serializers.ModelSerializer):
     reference = serializers.SerializerMethodField()
     embedding_model = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField(
+        help_text="Only while enrollment_status is needs_review: why it is held, and until when."
+    )
 
     class Meta:
         model = Speaker
@@ -75,6 +112,7 @@ class SpeakerSerializer(serializers.ModelSerializer):
             "enrollment_status",
             "reference",
             "embedding_model",
+            "review",
             "created_at",
             "updated_at",
         ]
@@ -89,6 +127,19 @@ class SpeakerSerializer(serializers.ModelSerializer):
 
     def get_embedding_model(self, speaker: Speaker) -> dict[str, str]:
         return {"id": speaker.embedding_model_id, "version": speaker.embedding_model_version}
+
+    @extend_schema_field(ReviewHoldSerializer(allow_null=True))
+    def get_review(self, speaker: Speaker) -> dict[str, Any] | None:
+        if speaker.enrollment_status != EnrollmentStatus.NEEDS_REVIEW:
+            return None
+        return dict(
+            ReviewHoldSerializer(
+                {
+                    "findings": reviews.held_findings(speaker),
+                    "expires_at": reviews.review_expires_at(speaker),
+                }
+            ).data
+        )
 
 
 class SpeakerDetailSerializer(SpeakerSerializer):

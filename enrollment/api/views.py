@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, Throttled
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -16,9 +16,10 @@ from audit.selectors import erasure_receipt
 from common import rate_limits
 from common.client_address import client_address
 from common.pagination import DataPagination
-from enrollment import selectors, services
+from enrollment import reviews, selectors, services
 from enrollment.api.serializers import (
     EnrollmentRequestSerializer,
+    ReviewRequestSerializer,
     SpeakerDetailSerializer,
     SpeakerListQuerySerializer,
     SpeakerSerializer,
@@ -121,6 +122,45 @@ class ConsentWithdrawalView(ScopedView):
     )
     def post(self, request: Request, speaker_id: str) -> Response:
         return erase(request, speaker_id, ErasureReason.CONSENT_WITHDRAWN)
+
+
+class SpeakerReviewView(ScopedView):
+    parser_classes = [JSONParser]
+    required_scopes = {"POST": [ENROLL]}
+
+    @extend_schema(
+        request=ReviewRequestSerializer,
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="ReviewOutcome",
+                serializers=[SpeakerDetailSerializer, ErasureReceiptSerializer],
+                resource_type_field_name=None,
+            ),
+            403: OpenApiResponse(description="same_reviewer (REVIEW_REQUIRE_OTHER_REVIEWER)"),
+            409: OpenApiResponse(description="not_under_review: the speaker is not held"),
+        },
+        summary="Decide on an enrollment held for review",
+        description=(
+            "approve: the speaker becomes pending and fans out to the nodes (the answer is its "
+            "profile with enrolled_on, as POST speakers answers); reject: it is erased as by "
+            "DELETE (the answer is the erasure receipt, reason review_rejected)."
+        ),
+    )
+    def post(self, request: Request, speaker_id: str) -> Response:
+        principal = principal_of(request)
+        speaker = selectors.speaker_for_tenant(principal.tenant, speaker_id)
+        if speaker is None:
+            raise NotFound("No such speaker.")
+        form = ReviewRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        outcome = reviews.decide(speaker, principal=principal, **form.validated_data)
+        if outcome.erasure is not None:
+            return Response({"data": erasure_receipt(outcome.erasure)})
+        body = dict(SpeakerDetailSerializer(outcome.speaker, context=_consent_access(request)).data)
+        body["enrolled_on"] = outcome.enrolled_on
+        if outcome.note:
+            body["note"] = outcome.note
+        return Response({"data": body})
 
 
 def erase(request: Request, speaker_id: str, reason: str) -> Response:

@@ -84,6 +84,10 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
     if speaker is None or speaker.enrollment_status == EnrollmentStatus.EVICTED:
         evict_here(runtime, speaker_id)
         return "skipped"
+    if speaker.enrollment_status == EnrollmentStatus.NEEDS_REVIEW:
+        # Nothing fans out a held enrollment; a stray message warms nothing. No status leads
+        # back to needs_review, so a speaker past this check is never held again.
+        return "held"
     NodeAssignment.objects.filter(speaker=speaker, node_id=runtime.node_id).update(
         attempts=F("attempts") + 1
     )

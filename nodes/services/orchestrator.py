@@ -32,6 +32,11 @@ class UnknownNodes(ServiceError):
     code = "unknown_nodes"
 
 
+class SpeakerUnderReview(ServiceError):
+    status_code = 409
+    code = "speaker_under_review"
+
+
 ERASED_STATES = (AssignmentState.EVICTING, AssignmentState.EVICTED)
 
 
@@ -123,6 +128,11 @@ def rewarm(speaker: Speaker, node_ids: list[str], actor: str) -> list[str]:
         speaker = Speaker.objects.select_for_update().get(id=speaker.id)
         if speaker.enrollment_status == EnrollmentStatus.EVICTED:
             raise ServiceError("This speaker was erased and cannot be warmed.")
+        if speaker.enrollment_status == EnrollmentStatus.NEEDS_REVIEW:
+            raise SpeakerUnderReview(
+                "This speaker's enrollment is held for review: approve it "
+                "(POST speakers/{id}/review) before any node may hold it."
+            )
         record_event(
             "speaker.rewarm_requested",
             actor=actor,

@@ -233,3 +233,82 @@ def test_an_auditor_reads_and_exports_but_cannot_change_anything(console, page, 
         page.click("#export-csv")
     exported = Path(download.value.path()).read_text()
     assert exported.startswith("seq,") and "speaker.enrolled" in exported
+
+
+def test_an_admin_plays_both_recordings_and_approves_one_rejects_one(console, page):
+    from django.test import override_settings
+
+    from enrollment.services import SpeakerProfile, enroll_speaker
+    from tests.factories import make_principal, upload
+
+    def enroll_two_held() -> list[Speaker]:
+        tenant = make_tenant()
+        create_console_user(tenant, "rev", "admin", PASSWORD)
+        enroller = make_principal(tenant)  # an API key: the console user is another reviewer
+        held = []
+        for name in ("First Held", "Second Held"):
+            with override_settings(ENROLLMENT_ACK_WAIT_S=0):
+                speaker = enroll_speaker(
+                    principal=enroller,
+                    profile=SpeakerProfile(
+                        display_name=name,
+                        language_primary="en",
+                        description="",
+                        consent_user_full_name=name,
+                        consent_stated_purpose="Diarization",
+                        consent_text="I consent.",
+                    ),
+                    reference=upload(
+                        "r.wav", audio.encode(audio.clip(audio.SPEAKER_A)), "audio/wav"
+                    ),
+                    # The sample's other speaker: an uncertain consent match, held.
+                    consent=upload(
+                        "c.wav", audio.encode(audio.clip(audio.SPEAKER_B_CONSENT)), "audio/wav"
+                    ),
+                    client_ip="127.0.0.1",
+                ).speaker
+            assert speaker.enrollment_status == "needs_review"
+            held.append(speaker)
+        return held
+
+    first, second = in_thread(enroll_two_held)
+    sign_in(page, console, "rev")
+    page.click("text=Review queue")
+    page.wait_for_url(re.compile(r".*/console/reviews/$"))
+
+    section = page.locator(f"section[data-speaker='{first.id}']")
+    assert "does not sound like the same person" in section.inner_text()
+    for role in ("reference", "consent"):
+        player = section.locator(f"audio.{role}")
+        # Muted, so that no autoplay policy needs a gesture; the browser fetches, decodes and
+        # plays the recording the console streams.
+        player.evaluate("el => { el.muted = true; return el.play(); }")
+        page.wait_for_function(
+            "el => el.currentTime > 0.2 && isFinite(el.duration) && el.duration > 1",
+            arg=player.element_handle(),
+            timeout=30_000,
+        )
+
+    section.locator("input[name=note]").fill("Checked with her by phone")
+    section.locator("button.approve").click()
+    page.wait_for_url(re.compile(r".*/console/reviews/$"))
+    assert page.locator(f"section[data-speaker='{first.id}']").count() == 0
+    assert "Checked with her by phone" in page.inner_text("#decisions")
+
+    page.locator(f"section[data-speaker='{second.id}'] button.reject").click()
+    page.wait_for_url(re.compile(r".*/console/erasures/[0-9a-f-]{36}/$"))
+    page.wait_for_function(
+        "document.getElementById('complete').textContent === 'yes'", timeout=60_000
+    )
+
+    def statuses() -> dict[str, str]:
+        return {
+            str(s.id): s.enrollment_status
+            for s in Speaker.objects.filter(id__in=[first.id, second.id])
+        }
+
+    wait_for(
+        lambda: in_thread(statuses) == {str(first.id): "ready", str(second.id): "evicted"},
+        timeout_s=60,
+        what="the approved speaker to turn ready on the node",
+    )

@@ -5,7 +5,14 @@ import io
 import numpy as np
 import pytest
 
-from enrollment.preflight import ERROR, WARNING, KnownVoiceprint, Preflight, estimate_snr_db
+from enrollment.preflight import (
+    ERROR,
+    REVIEW,
+    WARNING,
+    KnownVoiceprint,
+    Preflight,
+    estimate_snr_db,
+)
 from tests import audio
 from voice.vad import SpeechRegion
 
@@ -157,11 +164,17 @@ def test_a_second_voice_in_the_reference_is_rejected(good_report):
     assert good_report.second_voice_score > 0.80
 
 
-def test_two_similar_telephone_voices_are_a_warning():
+@pytest.mark.parametrize(
+    ("policy", "severity"), [("review", REVIEW), ("warn", WARNING), ("reject", ERROR)]
+)
+def test_two_similar_telephone_voices_follow_the_second_voice_policy(settings, policy, severity):
+    settings.PREFLIGHT_SECOND_VOICE_POLICY = policy
     report = run(audio.encode(audio.clip(audio.TWO_SPEAKERS)), audio.encode(CONSENT_A))
     multiple = finding(report, "multiple_voices")
-    assert multiple.severity == WARNING
+    assert multiple.severity == severity
     assert 0.76 <= multiple.measured < multiple.threshold
+    assert report.needs_review == (policy == "review")
+    assert report.passed == (policy != "reject")
 
 
 def test_silent_consent_recording_is_reported():
@@ -179,14 +192,31 @@ def test_consent_in_another_voice_is_rejected(good_report):
     assert good_report.consent_match_score > 0.80
 
 
-def test_consent_in_a_similar_voice_is_flagged_for_review():
+def test_consent_in_a_similar_voice_is_held_for_review_by_default():
     report = run(audio.encode(REFERENCE_A), audio.encode(audio.clip(audio.SPEAKER_B_CONSENT)))
     mismatch = finding(report, "consent_voice_mismatch")
-    assert mismatch.severity == WARNING
+    assert mismatch.severity == REVIEW
     assert 0.72 <= mismatch.measured < mismatch.threshold
+    assert report.passed and report.needs_review
+    assert report.to_dict()["needs_review"] is True
+    assert report.held_findings() == [mismatch]
 
 
-def test_same_voice_enrolled_twice_is_a_warning_with_the_speaker_id(good_report):
+@pytest.mark.parametrize(("policy", "severity"), [("warn", WARNING), ("reject", ERROR)])
+def test_consent_in_a_similar_voice_follows_the_consent_policy(settings, policy, severity):
+    settings.PREFLIGHT_CONSENT_POLICY = policy
+    report = run(audio.encode(REFERENCE_A), audio.encode(audio.clip(audio.SPEAKER_B_CONSENT)))
+    assert finding(report, "consent_voice_mismatch").severity == severity
+    assert not report.needs_review
+    assert report.passed == (policy == "warn")
+
+
+def test_the_same_speakers_consent_is_not_held(good_report):
+    assert not good_report.needs_review and good_report.held_findings() == []
+
+
+def test_same_voice_enrolled_twice_is_a_warning_with_the_speaker_id(settings, good_report):
+    settings.PREFLIGHT_DUPLICATE_POLICY = "warn"
     known = [KnownVoiceprint("speaker-1", good_report.reference.voiceprint)]
     report = run(audio.encode(REFERENCE_A), audio.encode(CONSENT_A), known)
     duplicate = finding(report, "duplicate_voice")
@@ -196,11 +226,19 @@ def test_same_voice_enrolled_twice_is_a_warning_with_the_speaker_id(good_report)
 
 
 def test_duplicate_voice_can_be_configured_to_reject(settings, good_report):
-    settings.PREFLIGHT_REJECT_DUPLICATE_VOICE = True
+    settings.PREFLIGHT_DUPLICATE_POLICY = "reject"
     known = [KnownVoiceprint("speaker-1", good_report.reference.voiceprint)]
     report = run(audio.encode(REFERENCE_A), audio.encode(CONSENT_A), known)
     assert finding(report, "duplicate_voice").severity == ERROR
     assert not report.passed
+
+
+def test_duplicate_voice_is_held_for_review_under_the_review_policy(settings, good_report):
+    settings.PREFLIGHT_DUPLICATE_POLICY = "review"
+    known = [KnownVoiceprint("speaker-1", good_report.reference.voiceprint)]
+    report = run(audio.encode(REFERENCE_A), audio.encode(CONSENT_A), known)
+    assert finding(report, "duplicate_voice").severity == REVIEW
+    assert report.passed and report.needs_review
 
 
 def test_another_voice_is_not_a_duplicate(good_report):
@@ -221,7 +259,7 @@ def test_every_finding_is_machine_readable():
     report = run(b"junk" * 100, audio.encode(audio.silence(2.0)))
     for item in report.to_dict()["findings"]:
         assert set(item) >= {"code", "severity", "recording", "message", "measured", "threshold"}
-        assert item["severity"] in {ERROR, WARNING}
+        assert item["severity"] in {ERROR, REVIEW, WARNING}
 
 
 def test_a_nan_voiceprint_is_rejected_not_compared(monkeypatch):

@@ -8,10 +8,10 @@ does not declare is a 405 for everyone (HEAD where GET is not declared, OPTIONS 
 API, HEAD and OPTIONS on the console); HEAD needs what GET needs. A refused request, and any
 HEAD, leaves the audit trail and the speaker as they were.
 
-Size: API 16 routes (13 + 3 exports) x 7 methods x 7 callers (no key; each of the 4 scopes, and
-all of them, of the owning tenant; all scopes of another tenant) = 784 requests; console 19
-routes (13 + 6 exports) x 7 methods x 5 callers (signed out; signed in without a tenant;
-auditor; admin; admin of another tenant) = 665 requests; operations 3 routes x 7 methods.
+Size: API 17 routes (14 + 3 exports) x 7 methods x 7 callers (no key; each of the 4 scopes, and
+all of them, of the owning tenant; all scopes of another tenant) = 833 requests; console 23
+routes (17 + 6 exports) x 7 methods x 5 callers (signed out; signed in without a tenant;
+auditor; admin; admin of another tenant) = 805 requests; operations 3 routes x 7 methods.
 The Django admin and the OpenAPI schema are Django's and drf-spectacular's own.
 """
 
@@ -50,6 +50,7 @@ BASE = "/v1/modules/scaiecho"
 API_POLICY: dict[str, dict[str, list[tuple[str, ...]]]] = {
     "/speakers": {"GET": [ENROLL, AUDIT], "POST": [ENROLL]},
     "/speakers/{speaker}": {"GET": [ENROLL, AUDIT], "DELETE": [ENROLL]},
+    "/speakers/{speaker}/review": {"POST": [ENROLL]},
     "/speakers/{speaker}/consent/withdraw": {"POST": [ENROLL]},
     "/speakers/{speaker}/warm": {"GET": [ENROLL], "POST": [ENROLL]},
     "/nodes": {"GET": [ENROLL, AUDIT]},
@@ -76,6 +77,10 @@ CONSOLE_POLICY: dict[str, dict[str, str]] = {
     "/console/speakers/{speaker}/status.json": {"GET": MEMBER},
     "/console/speakers/{speaker}/rewarm/": {"POST": ADMIN},
     "/console/speakers/{speaker}/erase/": {"GET": ADMIN, "POST": ADMIN},
+    "/console/speakers/{speaker}/review/": {"POST": ADMIN},
+    "/console/speakers/{speaker}/recordings/reference/": {"GET": ADMIN},
+    "/console/speakers/{speaker}/recordings/consent/": {"GET": ADMIN},
+    "/console/reviews/": {"GET": MEMBER},
     "/console/nodes/": {"GET": MEMBER},
     "/console/consent-records/": {"GET": MEMBER},
     "/console/erasures/": {"GET": MEMBER},
