@@ -277,10 +277,21 @@ PREFLIGHT_MIN_CONSENT_SPEECH_S = env_float("PREFLIGHT_MIN_CONSENT_SPEECH_S", 1.0
 PREFLIGHT_MAX_CLIPPED_FRACTION = env_float("PREFLIGHT_MAX_CLIPPED_FRACTION", 0.01)
 PREFLIGHT_MIN_SNR_DB = env_float("PREFLIGHT_MIN_SNR_DB", 5.0)
 PREFLIGHT_WARN_SNR_DB = env_float("PREFLIGHT_WARN_SNR_DB", 15.0)
-# Voice comparisons are cosine similarities of the embedding model's voiceprints; the
-# defaults suit the offline Resemblyzer encoder. Below *_THRESHOLD rejects, below *_WARN warns.
-PREFLIGHT_CONSENT_MATCH_THRESHOLD = env_float("PREFLIGHT_CONSENT_MATCH_THRESHOLD", 0.72)
-PREFLIGHT_CONSENT_MATCH_WARN = env_float("PREFLIGHT_CONSENT_MATCH_WARN", 0.80)
+# Below *_THRESHOLD rejects, below *_WARN is uncertain. The consent check scores the window
+# match of the two recordings (voice/scoring.py); its defaults depend on the embedding model:
+# measured for the offline Resemblyzer encoder (README, *Voice checks*), assumed for pyannote
+# models, whose scores run lower (calibrate them with `manage.py calibrate_voice_checks`).
+# The second-voice and duplicate checks are cosine similarities of voiceprints.
+DEFAULT_EMBEDDING_MODEL = "resemblyzer"
+_CONSENT_MATCH_DEFAULTS = (
+    (0.60, 0.68)
+    if env_str("EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL) == DEFAULT_EMBEDDING_MODEL
+    else (0.20, 0.40)
+)
+PREFLIGHT_CONSENT_MATCH_THRESHOLD = env_float(
+    "PREFLIGHT_CONSENT_MATCH_THRESHOLD", _CONSENT_MATCH_DEFAULTS[0]
+)
+PREFLIGHT_CONSENT_MATCH_WARN = env_float("PREFLIGHT_CONSENT_MATCH_WARN", _CONSENT_MATCH_DEFAULTS[1])
 PREFLIGHT_SECOND_VOICE_THRESHOLD = env_float("PREFLIGHT_SECOND_VOICE_THRESHOLD", 0.76)
 PREFLIGHT_SECOND_VOICE_WARN = env_float("PREFLIGHT_SECOND_VOICE_WARN", 0.80)
 PREFLIGHT_SECOND_VOICE_MIN_S = env_float("PREFLIGHT_SECOND_VOICE_MIN_S", 1.0)
@@ -324,7 +335,7 @@ REVIEW_REQUIRE_OTHER_REVIEWER = env_bool("REVIEW_REQUIRE_OTHER_REVIEWER", True)
 # "resemblyzer" (offline default, weights ship in the pip package), a Hugging Face
 # model id such as "pyannote/wespeaker-voxceleb-resnet34-LM" (with HF_TOKEN), or a
 # path to a local pyannote.audio checkpoint.
-EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "resemblyzer")
+EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL)
 HF_TOKEN = os.environ.get("HF_TOKEN") or None
 TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0)
 

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from common.audio import AudioRejected, DecodedAudio, decode_audio
 from voice.engines import VOICEPRINT_HOP_S, EmbeddingEngine, get_engine
+from voice.scoring import VoiceSample, effective_bandwidth_hz, voice_match_score
 from voice.vad import SpeechRegion, get_vad, speech_only
 
 ERROR = "error"
@@ -63,6 +64,7 @@ class RecordingAnalysis:
     speech_s: float = 0.0
     snr_db: float | None = None
     voiceprint: np.ndarray | None = None
+    voice: VoiceSample | None = None
 
     def summary(self) -> dict[str, Any]:
         if self.audio is None:
@@ -77,6 +79,8 @@ class RecordingAnalysis:
             "speech_s": round(self.speech_s, 3),
             "snr_db": None if self.snr_db is None else round(self.snr_db, 1),
             "clipped_fraction": round(self.audio.clipped_fraction, 5),
+            # Where the speech's spectrum ends: under 4 kHz is telephone-band audio.
+            "bandwidth_hz": None if self.voice is None else round(self.voice.bandwidth_hz),
         }
 
 
@@ -365,6 +369,7 @@ class Preflight:
         if not self._usable(REFERENCE, voiceprint):
             return
         ref.voiceprint = voiceprint
+        ref.voice = VoiceSample(speech, effective_bandwidth_hz(speech), windows)
         windows = windows[np.isfinite(windows).all(axis=1)]
         if len(windows) < 2:
             return
@@ -410,12 +415,14 @@ class Preflight:
     def _match_consent(
         self, ref: RecordingAnalysis, con: RecordingAnalysis, report: PreflightReport
     ) -> None:
-        assert con.audio is not None and ref.voiceprint is not None
-        voiceprint, _ = self.engine.voiceprint(speech_only(con.audio.samples, con.speech_regions))
+        assert con.audio is not None and ref.voice is not None
+        speech = speech_only(con.audio.samples, con.speech_regions)
+        voiceprint, windows = self.engine.voiceprint(speech)
         if not self._usable(CONSENT, voiceprint):
             return
         con.voiceprint = voiceprint
-        score = float(ref.voiceprint @ con.voiceprint)
+        con.voice = VoiceSample(speech, effective_bandwidth_hz(speech), windows)
+        score = voice_match_score(self.engine, ref.voice, con.voice)
         report.consent_match_score = score
         if score < settings.PREFLIGHT_CONSENT_MATCH_THRESHOLD:
             self.add(
