@@ -11,6 +11,7 @@
 
     .venv/bin/python bench/erasure.py
     .venv/bin/python bench/erasure.py --erasures 5 --events 20000 --results 1000
+    .venv/bin/python bench/erasure.py --sections 3,4
 
 Runs in a database and Redis of its own (see bench/common.py).
 """
@@ -169,7 +170,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--results", type=int, default=1000, help="stored results (section 3)")
     parser.add_argument("--iterations", type=int, default=2000, help="section 4")
+    parser.add_argument("--sections", default="1,2,3,4", help="which sections to run")
     args = parser.parse_args()
+    sections = {int(n) for n in args.sections.split(",")}
 
     isolate_environment("erasure")
     from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
@@ -183,8 +186,9 @@ def main() -> None:
     _, key = create_api_key(tenant, ["scaiecho:enroll"])
     reference, consent = recordings()[0]
     with running_api(key) as client:
-        print("1. DELETE -> eviction confirmed by every node holding the speaker")
-        for count in [int(n) for n in args.node_counts.split(",")]:
+        if 1 in sections:
+            print("1. DELETE -> eviction confirmed by every node holding the speaker")
+        for count in [int(n) for n in args.node_counts.split(",")] if 1 in sections else []:
             node_ids = [f"e{count}-{i}" for i in range(count)]
             nodes = [start_node(n) for n in node_ids]
             wait_until(
@@ -217,38 +221,43 @@ def main() -> None:
             for node in nodes:
                 stop(node)
 
-        print(f"2. verify an audit trail of {args.events} events")
-        build_trail(args.events - AuditEvent.objects.count())
-        runs = []
-        for _ in range(3):
-            started = time.perf_counter()
-            verdict = verify_chain()
-            runs.append(time.perf_counter() - started)
-            assert verdict.intact, verdict
-        print(
-            f"  {verdict.events_checked} events: median {statistics.median(runs):.2f} s "
-            f"(runs: {', '.join(f'{r:.2f}' for r in runs)})"
-        )
-
-        print(f"3. DELETE with 0 and with {args.results} stored results labelling the speaker")
-        node = start_node("e-results")
-        wait_until(lambda: "e-results" in registry.candidate_node_ids(), timeout_s=180)
-        for stored in (0, args.results):
-            times = []
-            for _ in range(args.erasures):
-                data = enroll_over_http(client, reference, consent)
-                store_results(tenant.id, data["id"], stored)
+        if 2 in sections:
+            print(f"2. verify an audit trail of {args.events} events")
+            build_trail(args.events - AuditEvent.objects.count())
+            runs = []
+            for _ in range(3):
                 started = time.perf_counter()
-                response = client.delete(f"/v1/modules/scaiecho/speakers/{data['id']}")
-                times.append(time.perf_counter() - started)
-                assert response.status_code == 200, response.text
-            print(f"  {stored:>5} results: DELETE answered {summary(times)}")
-        stop(node)
+                verdict = verify_chain()
+                runs.append(time.perf_counter() - started)
+                assert verdict.intact, verdict
+            print(
+                f"  {verdict.events_checked} events: median {statistics.median(runs):.2f} s "
+                f"(runs: {', '.join(f'{r:.2f}' for r in runs)})"
+            )
 
-    print(f"4. encryption per enrollment ({args.iterations} runs)")
-    crypto, with_row = encryption_overhead(args.iterations)
-    print(f"  key made and wrapped, 3 consent fields and the voiceprint sealed: {micros(crypto)}")
-    print(f"  the same with the data key's row inserted: {micros(with_row)}")
+        if 3 in sections:
+            print(f"3. DELETE with 0 and with {args.results} stored results naming the speaker")
+            node = start_node("e-results")
+            wait_until(lambda: "e-results" in registry.candidate_node_ids(), timeout_s=180)
+            for stored in (0, args.results):
+                times = []
+                for _ in range(args.erasures):
+                    data = enroll_over_http(client, reference, consent)
+                    store_results(tenant.id, data["id"], stored)
+                    started = time.perf_counter()
+                    response = client.delete(f"/v1/modules/scaiecho/speakers/{data['id']}")
+                    times.append(time.perf_counter() - started)
+                    assert response.status_code == 200, response.text
+                print(f"  {stored:>5} results: DELETE answered {summary(times)}")
+            stop(node)
+
+    if 4 in sections:
+        print(f"4. encryption per enrollment ({args.iterations} runs)")
+        crypto, with_row = encryption_overhead(args.iterations)
+        print(
+            f"  key made and wrapped, 3 consent fields and the voiceprint sealed: {micros(crypto)}"
+        )
+        print(f"  the same with the data key's row inserted: {micros(with_row)}")
 
 
 if __name__ == "__main__":

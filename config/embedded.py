@@ -167,14 +167,15 @@ _NOT_THE_OWNERS = """
                           WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass::text
     FROM pg_class c
     WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-    AND c.relowner <> %(owner)s::regrole
+    AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = %(owner)s)
     AND NOT EXISTS (
         SELECT 1 FROM pg_depend d
         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
     )
     UNION ALL
     SELECT 'FUNCTION', p.oid::regprocedure::text FROM pg_proc p
-    WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> %(owner)s::regrole
+    WHERE p.pronamespace = 'public'::regnamespace
+    AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = %(owner)s)
 """
 
 

@@ -50,7 +50,8 @@ def application_role_made(live_test_database, django_db_blocker):
     (roles are shared by every database of the server), and dropped at the end."""
     from django.db import connection
 
-    role = Role(f"{connection.settings_dict['NAME']}_app", secrets.token_hex(16))
+    # Lower case: the tests name it unquoted, which PostgreSQL folds to lower case.
+    role = Role(f"{connection.settings_dict['NAME']}_app".lower(), secrets.token_hex(16))
     name = connection.ops.quote_name(role.name)
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role.name])
