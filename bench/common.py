@@ -40,6 +40,8 @@ def isolate_environment(name: str) -> None:
     import psycopg
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # A benchmark runs on one's own machine against throwaway data, as `make run` does.
+    os.environ.setdefault("SCAIECHO_ENV", "local")
     os.environ["BLOB_STORE"] = "local"
     # Benchmarks enroll the same few voices many times in a tenant: each would be held for
     # review as a duplicate (the default policy) and never fan out.
@@ -58,6 +60,9 @@ def isolate_environment(name: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{database}"')
         os.environ["DATABASE_URL"] = urlunparse(urlparse(url)._replace(path=f"/{database}"))
+        # The benchmark's own throwaway database, often reached as the server's superuser: the
+        # processes it starts warn about that role instead of refusing to start.
+        os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
     if (redis_url := os.environ.get("REDIS_URL")) and redis_url.startswith("redis://"):
         os.environ["REDIS_URL"] = urlunparse(urlparse(redis_url)._replace(path="/14"))
         import redis
