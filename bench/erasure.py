@@ -143,7 +143,7 @@ def encryption_overhead(iterations: int) -> tuple[list[float], list[float]]:
         record_id = uuid.uuid4()
         for column, value in fields.items():
             key.encrypt_text(consent_field_context(record_id, column), value)
-        seal_voiceprint(key, vector)
+        seal_voiceprint(key, "model", "1", vector)
 
     crypto, with_row = [], []
     for _ in range(iterations):

@@ -5,9 +5,12 @@
    over the first node's embedding time.
 2. Re-warm of a restarted node holding 1,000 speakers, and that node's peak RSS.
 3. Latency of GET .../warm over HTTP with 10,000 enrolled speakers.
+4. Restart-to-warm of one node with 100,000 speakers whose voiceprints are in the voiceprint
+   store (inserted directly: data keys and synthetic vectors, no audio), and its peak RSS.
 
     .venv/bin/python bench/fanout.py
     .venv/bin/python bench/fanout.py --parts 1 --enrollments 5
+    .venv/bin/python bench/fanout.py --parts 4 --stored-speakers 100000
 
 Runs in a database and Redis of its own (see bench/common.py). The 1,000 and
 10,000 speakers beyond the HTTP enrollments are database copies of an enrolled
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -161,6 +165,93 @@ def rewarm(template: Any, speakers: int) -> None:
     stop(node)
 
 
+def stored_speakers(template: Any, count: int, batch: int = 2000) -> None:
+    """Speakers inserted directly, each with its data key and a synthetic unit vector in the
+    voiceprint store under the template's model."""
+    from django.db import transaction
+
+    from data_keys.models import DataKey
+    from data_keys.wrapping import new_wrapped_data_key
+    from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
+    from enrollment.voiceprints import PREFLIGHT, seal_voiceprint
+
+    model = (template.embedding_model_id, template.embedding_model_version)
+    fields = [
+        f.attname
+        for f in Speaker._meta.concrete_fields
+        if f.attname not in ("id", "enrollment_status")
+    ]
+    rng = np.random.default_rng(0)
+    for start in range(0, max(0, count), batch):
+        speakers = [
+            Speaker(
+                **{f: getattr(template, f) for f in fields},
+                id=uuid.uuid4(),
+                enrollment_status=EnrollmentStatus.READY,
+            )
+            for _ in range(min(batch, count - start))
+        ]
+        vectors = rng.normal(size=(len(speakers), 256)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        keys, rows = [], []
+        for speaker, vector in zip(speakers, vectors, strict=True):
+            key, wrapped, key_id = new_wrapped_data_key(speaker.id)
+            keys.append(
+                DataKey(
+                    speaker_id=speaker.id,
+                    tenant_id=speaker.tenant_id,
+                    wrapped_key=wrapped,
+                    wrapping_key_id=key_id,
+                )
+            )
+            sealed = seal_voiceprint(key, *model, vector)
+            rows.append(
+                Voiceprint(
+                    speaker_id=speaker.id,
+                    tenant_id=speaker.tenant_id,
+                    model_id=model[0],
+                    model_version=model[1],
+                    ciphertext=sealed.ciphertext,
+                    vector_sha256=sealed.vector_sha256,
+                    computed_by=PREFLIGHT,
+                )
+            )
+        with transaction.atomic():
+            Speaker.objects.bulk_create(speakers)
+            DataKey.objects.bulk_create(keys)
+            Voiceprint.objects.bulk_create(rows)
+
+
+def restart_to_warm(template: Any, speakers: int) -> None:
+    from enrollment.models import Voiceprint
+    from nodes import registry
+
+    print(f"4. restart-to-warm of one node with {speakers} stored voiceprints")
+    inserted = time.monotonic()
+    stored_speakers(template, speakers - Voiceprint.objects.count())
+    # The HTTP-enrolled template may be held for review: only what a node takes is counted.
+    total = Voiceprint.objects.filter(speaker__enrollment_status__in=["pending", "ready"]).count()
+    took = time.monotonic() - inserted
+    print(f"  {total} warmable speakers in the store (inserted in {took:.0f} s)")
+    node = start_node("bulk")
+    wait_until(lambda: warm_count(["bulk"]) >= total, interval_s=0.5)
+    stop(node)
+    restarted = time.monotonic()
+    node = start_node("bulk")
+    boot = wait_until(
+        lambda: (beat := registry.live_heartbeats().get("bulk")) and beat.pid == node.pid and beat,
+        interval_s=0.05,
+    ).boot_id
+    online = time.monotonic() - restarted
+    wait_until(lambda: warm_count(["bulk"], boot) >= total, interval_s=0.2)
+    elapsed = time.monotonic() - restarted
+    print(
+        f"  warm with {total} speakers {elapsed:.1f} s after the restart (online, its gallery "
+        f"loaded, after {online:.1f} s); node peak RSS {peak_rss_mb(node.pid):.0f} MB"
+    )
+    stop(node)
+
+
 def warm_view_latency(client: httpx.Client, template: Any, speakers: int) -> None:
     from enrollment.models import Speaker
     from nodes import registry
@@ -204,7 +295,8 @@ def main() -> None:
     parser.add_argument("--node-counts", default="1,2,4")
     parser.add_argument("--rewarm-speakers", type=int, default=1000)
     parser.add_argument("--warm-speakers", type=int, default=10_000)
-    parser.add_argument("--parts", default="1,2,3", help="which measurements to run")
+    parser.add_argument("--stored-speakers", type=int, default=100_000)
+    parser.add_argument("--parts", default="1,2,3,4", help="which measurements to run")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
@@ -231,6 +323,8 @@ def main() -> None:
             rewarm(template, args.rewarm_speakers)
         if "3" in parts:
             warm_view_latency(client, template, args.warm_speakers)
+        if "4" in parts:
+            restart_to_warm(template, args.stored_speakers)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from diarization.models import DiarizationJob
-from enrollment.models import EnrollmentStatus, Speaker
+from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
 from enrollment.voiceprints import open_voiceprints
 from tenancy.models import Tenant
 from voice.gallery import EnrolledGallery
@@ -96,16 +96,17 @@ def stream_gallery(
 ) -> tuple[EnrolledGallery, dict[str, str]]:
     """The tenant's ready voiceprints of the API's own model, for a streaming session."""
     rows = list(
-        Speaker.objects.filter(
+        Voiceprint.objects.filter(
             tenant=tenant,
-            enrollment_status=EnrollmentStatus.READY,
-            voiceprint_ciphertext__isnull=False,
-            embedding_model_id=model_id,
-            embedding_model_version=model_version,
-        ).values_list("id", "display_name", "voiceprint_ciphertext")
+            model_id=model_id,
+            model_version=model_version,
+            speaker__enrollment_status=EnrollmentStatus.READY,
+        ).values_list("speaker_id", "speaker__display_name", "ciphertext", "vector_sha256")
     )
     # Stored encrypted under each speaker's data key; one erased meanwhile is left out.
-    voiceprints = open_voiceprints((r[0], r[2]) for r in rows)
+    voiceprints = open_voiceprints(
+        ((r[0], r[2], r[3]) for r in rows), model_id, model_version
+    ).vectors
     ids = [str(pk) for pk in voiceprints]
     vectors = np.stack(list(voiceprints.values())) if voiceprints else np.zeros((0, 1), np.float32)
     names = {str(r[0]): r[1] for r in rows if r[0] in voiceprints}

@@ -145,7 +145,6 @@ def tombstone(speaker_id: uuid.UUID | str, *, actor: str) -> str | None:
         actor=actor,
         display_name="",
         description="",
-        voiceprint_ciphertext=None,
         reference_sha256="",
         preflight={},
     )

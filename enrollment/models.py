@@ -30,10 +30,7 @@ class Speaker(models.Model):
     reference_duration_s = models.FloatField()
     reference_speech_s = models.FloatField()
 
-    # The preflight's voiceprint, kept to find the same voice enrolled twice in a tenant:
-    # encrypted under the speaker's data key (enrollment/voiceprints.py), a biometric template
-    # that erasure makes unreadable by destroying that key.
-    voiceprint_ciphertext = models.BinaryField(null=True, blank=True)
+    # The model of the preflight's voiceprint (kept in the voiceprint store, Voiceprint).
     embedding_model_id = models.CharField(max_length=200)
     embedding_model_version = models.CharField(max_length=100)
     preflight = models.JSONField(default=dict)
@@ -52,3 +49,37 @@ class Speaker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.id})"
+
+
+class Voiceprint(models.Model):
+    """One speaker's voiceprint made by one embedding model: the voiceprint store.
+
+    Written by whoever computes it first (the preflight at intake, or a node whose model differs)
+    and read by the duplicate check, streaming sessions and starting nodes instead of embedding
+    the reference again. The vector is encrypted under the speaker's data key, bound to the
+    speaker and the model (enrollment/voiceprints.py); erasure deletes the rows and the key.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    speaker = models.ForeignKey(Speaker, on_delete=models.PROTECT, related_name="voiceprints")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    model_id = models.CharField(max_length=200)
+    model_version = models.CharField(max_length=100)
+    ciphertext = models.BinaryField()
+    # SHA-256 of the plaintext float32 bytes: a reader checks what it decrypted against it.
+    vector_sha256 = models.CharField(max_length=64)
+    # "preflight", or "node:<node id>".
+    computed_by = models.CharField(max_length=80)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["speaker", "model_id", "model_version"], name="one_voiceprint_per_model"
+            )
+        ]
+        # The duplicate check's fingerprint (count, sum, max of ids) is an index-only scan.
+        indexes = [models.Index(fields=["tenant", "model_id", "model_version", "id"])]
+
+    def __str__(self) -> str:
+        return f"voiceprint of {self.speaker_id} ({self.model_id} {self.model_version})"

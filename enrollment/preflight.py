@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 from django.conf import settings
@@ -84,10 +84,12 @@ class RecordingAnalysis:
         }
 
 
-@dataclass
-class KnownVoiceprint:
-    speaker_id: str
-    vector: np.ndarray
+class KnownVoiceprints(Protocol):
+    """The tenant's enrolled voiceprints the duplicate check compares with."""
+
+    def best_match(self, vector: np.ndarray) -> tuple[str, float] | None:
+        """The closest speaker's id and cosine score; None when there is none."""
+        ...
 
 
 @dataclass
@@ -229,7 +231,7 @@ class Preflight:
         self,
         reference: BinaryIO,
         consent: BinaryIO,
-        known_voiceprints: Sequence[KnownVoiceprint] = (),
+        known_voiceprints: KnownVoiceprints | None = None,
     ) -> PreflightReport:
         started = time.perf_counter()
         ref = self._analyse(REFERENCE, reference, settings.PREFLIGHT_MIN_REFERENCE_SPEECH_S)
@@ -446,28 +448,28 @@ class Preflight:
             )
 
     def _find_duplicate(
-        self, ref: RecordingAnalysis, report: PreflightReport, known: Sequence[KnownVoiceprint]
+        self, ref: RecordingAnalysis, report: PreflightReport, known: KnownVoiceprints | None
     ) -> None:
-        if not known or ref.voiceprint is None:
+        if known is None or ref.voiceprint is None:
             return
-        scores = np.stack([k.vector for k in known]) @ ref.voiceprint
-        best = int(np.argmax(scores))
+        match = known.best_match(ref.voiceprint)
         threshold = settings.PREFLIGHT_DUPLICATE_THRESHOLD
-        if scores[best] < threshold:
+        if match is None or match[1] < threshold:
             return
-        report.duplicate_of, report.duplicate_score = known[best].speaker_id, float(scores[best])
+        speaker_id, score = match
+        report.duplicate_of, report.duplicate_score = speaker_id, score
         self.add(
             "duplicate_voice",
             POLICY_SEVERITY[settings.PREFLIGHT_DUPLICATE_POLICY],
             REFERENCE,
-            f"This voice is already enrolled in the tenant as speaker {known[best].speaker_id}.",
-            measured=round(float(scores[best]), 4),
+            f"This voice is already enrolled in the tenant as speaker {speaker_id}.",
+            measured=round(score, 4),
             threshold=threshold,
-            speaker_id=known[best].speaker_id,
+            speaker_id=speaker_id,
         )
 
 
 def run_preflight(
-    reference: BinaryIO, consent: BinaryIO, known_voiceprints: Sequence[KnownVoiceprint] = ()
+    reference: BinaryIO, consent: BinaryIO, known_voiceprints: KnownVoiceprints | None = None
 ) -> PreflightReport:
     return Preflight().run(reference, consent, known_voiceprints)

@@ -29,10 +29,10 @@ from data_keys.crypto import SpeakerKey
 from data_keys.services import create_data_key, destroy_data_key
 from enrollment import lifecycle
 from enrollment.distribution import distribution
+from enrollment.galleries import tenant_gallery
 from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.preflight import Preflight, PreflightReport
-from enrollment.selectors import tenant_voiceprints
-from enrollment.voiceprints import seal_voiceprint
+from enrollment.voiceprints import PREFLIGHT, add_voiceprint, delete_voiceprints
 from storage import services as blob_intents
 from storage.models import BlobPurpose
 from tenancy.auth import ApiPrincipal
@@ -138,7 +138,7 @@ def enroll_speaker(
     report = Preflight(engine).run(
         io.BytesIO(reference_bytes),
         io.BytesIO(consent_bytes),
-        tenant_voiceprints(tenant, engine.model_id, engine.model_version),
+        tenant_gallery(tenant.id, engine.model_id, engine.model_version),
     )
     observe_preflight(report.passed, [f.code for f in report.findings])
     if not report.passed:
@@ -372,7 +372,7 @@ def _create_speaker(
 ) -> Speaker:
     reference = report.reference
     assert reference.audio is not None and reference.voiceprint is not None
-    return Speaker.objects.create(
+    speaker = Speaker.objects.create(
         id=speaker_id,
         tenant=principal.tenant,
         display_name=profile.display_name,
@@ -383,7 +383,6 @@ def _create_speaker(
         reference_size_bytes=reference_blob.size_bytes,
         reference_duration_s=reference.audio.duration_s,
         reference_speech_s=reference.speech_s,
-        voiceprint_ciphertext=seal_voiceprint(data_key, reference.voiceprint),
         embedding_model_id=report.model_id,
         embedding_model_version=report.model_version,
         preflight=report.to_dict(),
@@ -392,6 +391,16 @@ def _create_speaker(
             EnrollmentStatus.NEEDS_REVIEW if report.needs_review else EnrollmentStatus.PENDING
         ),
     )
+    # Into the voiceprint store: nodes of the same model load it instead of embedding again.
+    add_voiceprint(
+        data_key,
+        tenant_id=principal.tenant.id,
+        model_id=report.model_id,
+        model_version=report.model_version,
+        vector=reference.voiceprint,
+        computed_by=PREFLIGHT,
+    )
+    return speaker
 
 
 # --- erasure (GDPR Art. 17) ------------------------------------------------------------
@@ -431,6 +440,7 @@ def record_erasure(speaker: Speaker, *, reason: str, actor: str) -> ErasureResul
         # Crypto-shredding, in the tombstone's transaction: the consent records and audit
         # events keep their ciphertexts, which nothing can read any more.
         data_key_destroyed = destroy_data_key(speaker.id)
+        voiceprints_deleted = delete_voiceprints(speaker.id)
         now = timezone.now()
         erasure = ErasureAudit.objects.create(
             tenant_id=speaker.tenant_id,
@@ -452,6 +462,7 @@ def record_erasure(speaker: Speaker, *, reason: str, actor: str) -> ErasureResul
                 "reason": reason,
                 "nodes_to_evict": node_ids,
                 "data_key_destroyed": data_key_destroyed,
+                "voiceprints_deleted": voiceprints_deleted,
             },
         )
     return ErasureResult(erasure, created=True)

@@ -1,37 +1,184 @@
-"""The stored voiceprint: its float32 bytes, encrypted under the speaker's data key."""
+"""The voiceprint store: each speaker's vector per embedding model, encrypted under the
+speaker's data key and stamped with the SHA-256 of its plaintext float32 bytes.
+
+A ciphertext is bound to the speaker and the model (id and version): copied to another speaker
+or model it does not decrypt; a stamp that does not match what decrypted is refused too.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from django.db import transaction
 
-from data_keys.crypto import SpeakerKey, field_context
-from data_keys.selectors import speaker_keys
+from data_keys.crypto import CiphertextRejected, SpeakerKey, field_context
+from data_keys.selectors import speaker_key, speaker_keys
+from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
+
+logger = logging.getLogger(__name__)
 
 VOICEPRINT_DTYPE = np.dtype("<f4")
+PREFLIGHT = "preflight"
 
 
-def voiceprint_context(speaker_id: uuid.UUID | str) -> str:
-    return field_context("enrollment_speaker", speaker_id, "voiceprint")
+class VoiceprintRefused(Exception):
+    """A stored voiceprint that does not decrypt under its speaker's key for its model, or
+    whose plaintext does not match its stamp: altered, or copied from another row."""
 
 
-def seal_voiceprint(key: SpeakerKey, vector: Sequence[float] | np.ndarray) -> bytes:
+@dataclass(frozen=True)
+class SealedVoiceprint:
+    ciphertext: bytes
+    vector_sha256: str
+
+
+def node_author(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+def voiceprint_context(speaker_id: uuid.UUID | str, model_id: str, model_version: str) -> str:
+    # Length-prefixed, so that no (id, version) pair reads as another.
+    return field_context(
+        "enrollment_voiceprint", speaker_id, f"{len(model_id)}:{model_id}:{model_version}"
+    )
+
+
+def seal_voiceprint(
+    key: SpeakerKey, model_id: str, model_version: str, vector: Sequence[float] | np.ndarray
+) -> SealedVoiceprint:
     plain = np.asarray(vector, dtype=VOICEPRINT_DTYPE).tobytes()
-    return key.encrypt(voiceprint_context(key.speaker_id), plain)
+    context = voiceprint_context(key.speaker_id, model_id, model_version)
+    return SealedVoiceprint(key.encrypt(context, plain), hashlib.sha256(plain).hexdigest())
 
 
-def open_voiceprint(key: SpeakerKey, ciphertext: bytes) -> np.ndarray:
-    plain = key.decrypt(voiceprint_context(key.speaker_id), bytes(ciphertext))
+def open_voiceprint(
+    key: SpeakerKey, model_id: str, model_version: str, ciphertext: bytes, vector_sha256: str
+) -> np.ndarray:
+    """The vector; :class:`VoiceprintRefused` when it does not decrypt or match its stamp."""
+    context = voiceprint_context(key.speaker_id, model_id, model_version)
+    try:
+        plain = key.decrypt(context, bytes(ciphertext))
+    except CiphertextRejected as exc:
+        raise VoiceprintRefused(f"voiceprint of {key.speaker_id}: {exc}") from exc
+    if hashlib.sha256(plain).hexdigest() != vector_sha256:
+        raise VoiceprintRefused(f"voiceprint of {key.speaker_id}: its stamp does not match")
     return np.frombuffer(plain, dtype=VOICEPRINT_DTYPE).astype(np.float32)
 
 
+def add_voiceprint(
+    key: SpeakerKey,
+    *,
+    tenant_id: uuid.UUID,
+    model_id: str,
+    model_version: str,
+    vector: Sequence[float] | np.ndarray,
+    computed_by: str,
+) -> Voiceprint:
+    """Stores a voiceprint in the caller's transaction (the preflight's, at intake)."""
+    sealed = seal_voiceprint(key, model_id, model_version, vector)
+    return Voiceprint.objects.create(
+        speaker_id=key.speaker_id,
+        tenant_id=tenant_id,
+        model_id=model_id,
+        model_version=model_version,
+        ciphertext=sealed.ciphertext,
+        vector_sha256=sealed.vector_sha256,
+        computed_by=computed_by,
+    )
+
+
+def store_computed_voiceprint(
+    speaker_id: uuid.UUID | str,
+    *,
+    model_id: str,
+    model_version: str,
+    vector: np.ndarray,
+    computed_by: str,
+    replace: bool,
+) -> bool:
+    """A node's voiceprint, stored unless one of that model is there already (``replace``: a
+    refused row is replaced). False when the speaker was erased: under the speaker's row lock,
+    which erasure takes too, so no vector is stored after an erasure deleted the others."""
+    with transaction.atomic():
+        speaker = (
+            Speaker.objects.select_for_update()
+            .exclude(enrollment_status=EnrollmentStatus.EVICTED)
+            .filter(id=speaker_id)
+            .values_list("tenant_id", flat=True)
+            .first()
+        )
+        key = speaker_key(speaker_id) if speaker is not None else None
+        if speaker is None or key is None:
+            return False
+        mine = Voiceprint.objects.filter(
+            speaker_id=speaker_id, model_id=model_id, model_version=model_version
+        )
+        if replace:
+            mine.delete()
+        elif mine.exists():
+            return False
+        add_voiceprint(
+            key,
+            tenant_id=speaker,
+            model_id=model_id,
+            model_version=model_version,
+            vector=vector,
+            computed_by=computed_by,
+        )
+    return True
+
+
+def load_voiceprint(
+    speaker_id: uuid.UUID | str, model_id: str, model_version: str
+) -> np.ndarray | None:
+    """The stored vector of that model; None when there is none (or the key is gone);
+    :class:`VoiceprintRefused` for a row that does not decrypt or match its stamp."""
+    row = (
+        Voiceprint.objects.filter(
+            speaker_id=speaker_id, model_id=model_id, model_version=model_version
+        )
+        .values_list("ciphertext", "vector_sha256")
+        .first()
+    )
+    key = speaker_key(speaker_id) if row is not None else None
+    if row is None or key is None:
+        return None
+    return open_voiceprint(key, model_id, model_version, bytes(row[0]), row[1])
+
+
+@dataclass
+class OpenedVoiceprints:
+    vectors: dict[uuid.UUID, np.ndarray]
+    refused: list[uuid.UUID]
+
+
 def open_voiceprints(
-    rows: Iterable[tuple[uuid.UUID, bytes | memoryview | None]],
-) -> dict[uuid.UUID, np.ndarray]:
-    """The voiceprints of ``(speaker id, ciphertext)`` rows, with one query for their keys;
-    a speaker without one, or whose key is gone (erased meanwhile), is left out."""
-    sealed = [(pk, bytes(ciphertext)) for pk, ciphertext in rows if ciphertext is not None]
-    keys = speaker_keys(pk for pk, _ in sealed)
-    return {pk: open_voiceprint(keys[pk], ciphertext) for pk, ciphertext in sealed if pk in keys}
+    rows: Iterable[tuple[uuid.UUID, bytes | memoryview, str]], model_id: str, model_version: str
+) -> OpenedVoiceprints:
+    """``(speaker id, ciphertext, stamp)`` rows of one model opened with one query for their
+    keys; a speaker whose key is gone (erased meanwhile) is left out, a refused row is logged."""
+    rows = list(rows)
+    keys = speaker_keys(pk for pk, _, _ in rows)
+    opened = OpenedVoiceprints({}, [])
+    for pk, ciphertext, stamp in rows:
+        if pk not in keys:
+            continue
+        try:
+            opened.vectors[pk] = open_voiceprint(
+                keys[pk], model_id, model_version, bytes(ciphertext), stamp
+            )
+        except VoiceprintRefused as exc:
+            logger.warning("refused a stored voiceprint: %s", exc)
+            opened.refused.append(pk)
+    return opened
+
+
+def delete_voiceprints(speaker_id: uuid.UUID | str) -> int:
+    """Erasure: every stored voiceprint of the speaker, in the caller's transaction."""
+    deleted, _ = Voiceprint.objects.filter(speaker_id=speaker_id).delete()
+    return deleted

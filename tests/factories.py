@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from data_keys.selectors import speaker_key
 from data_keys.services import create_data_key
 from enrollment.models import EnrollmentStatus, Speaker
-from enrollment.voiceprints import seal_voiceprint
+from enrollment.voiceprints import add_voiceprint, load_voiceprint
 from operations.services import create_api_key
 from tenancy.auth import ApiPrincipal
 from tenancy.models import ALL_SCOPES, ApiKey, Tenant
@@ -61,14 +61,26 @@ def make_speaker(tenant: Tenant, name: str = "Speaker") -> Speaker:
 
 
 def store_voiceprint(speaker: Speaker, vector: Sequence[float] | np.ndarray) -> Speaker:
-    """Stores ``vector`` as the speaker's voiceprint, encrypted under its data key as
-    enrollment stores it (the key is made if the speaker has none)."""
+    """Stores ``vector`` as the speaker's voiceprint of its own model in the voiceprint store,
+    as enrollment stores it (the key is made if the speaker has none)."""
     key = speaker_key(speaker.id) or create_data_key(
         speaker_id=speaker.id, tenant_id=speaker.tenant_id
     )
-    speaker.voiceprint_ciphertext = seal_voiceprint(key, vector)
-    speaker.save(update_fields=["voiceprint_ciphertext"])
+    add_voiceprint(
+        key,
+        tenant_id=speaker.tenant_id,
+        model_id=speaker.embedding_model_id,
+        model_version=speaker.embedding_model_version,
+        vector=vector,
+        computed_by="preflight",
+    )
     return speaker
+
+
+def stored_voiceprint(speaker_id: object) -> np.ndarray | None:
+    """The speaker's voiceprint of its own model, read from the voiceprint store."""
+    speaker = Speaker.objects.get(id=speaker_id)
+    return load_voiceprint(speaker.id, speaker.embedding_model_id, speaker.embedding_model_version)
 
 
 def enrollment_form(**overrides: object) -> dict[str, object]:

@@ -24,6 +24,14 @@ class EnrolledGallery:
             return np.zeros((len(vectors), 0), dtype=np.float32)
         return np.asarray(vectors, dtype=np.float32) @ self.matrix.T
 
+    def best_match(self, vector: np.ndarray) -> tuple[str, float] | None:
+        """The closest enrolled speaker and its score; None when the gallery is empty."""
+        if not self.speaker_ids:
+            return None
+        scores = self.scores(np.asarray(vector, dtype=np.float32)[None, :])[0]
+        best = int(np.argmax(scores))
+        return self.speaker_ids[best], float(scores[best])
+
     def without(self, speaker_ids: set[str]) -> EnrolledGallery:
         keep = [i for i, s in enumerate(self.speaker_ids) if s not in speaker_ids]
         return EnrolledGallery([self.speaker_ids[i] for i in keep], self.matrix[keep])

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
+import logging
 import random
 import time
+import uuid
+from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -16,12 +21,25 @@ from audit.services import confirm_erasure
 from common.audio import AudioRejected, decode_audio
 from common.blobs import BlobMissing, BlobStoreError, get_blob_store, sha256_hex
 from enrollment import lifecycle
-from enrollment.models import EnrollmentStatus, Speaker
+from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
+from enrollment.voiceprints import (
+    VoiceprintRefused,
+    load_voiceprint,
+    node_author,
+    open_voiceprints,
+    store_computed_voiceprint,
+)
 from nodes import registry
 from nodes.models import AssignmentState, Node, NodeAssignment
 from nodes.runtime import GalleryEntry, NodeRuntime
 from nodes.services.orchestrator import schedule_warm
 from voice.vad import get_vad, speech_only
+
+logger = logging.getLogger(__name__)
+
+# Stored voiceprints a starting node opens and records per transaction (and Redis pipeline).
+LOAD_BATCH = 1000
+WARMABLE = (EnrollmentStatus.PENDING, EnrollmentStatus.READY)
 
 
 class NodeWorkError(Exception):
@@ -34,7 +52,8 @@ class NodeWorkError(Exception):
 
 
 def start_node(runtime: NodeRuntime) -> int:
-    """Registers a booting node, drops what its previous boot held, queues its warm-up.
+    """Registers a booting node, drops what its previous boot held, loads the stored
+    voiceprints of its model and queues the warm-up of every other speaker.
 
     Returns how many speakers were queued for this node.
     """
@@ -58,15 +77,118 @@ def start_node(runtime: NodeRuntime) -> int:
         node_id=runtime.node_id, state=AssignmentState.EVICTING
     ).values_list("speaker_id", flat=True):
         evict_here(runtime, str(speaker_id))
+    started = time.perf_counter()
+    loaded = load_gallery(runtime)
+    logger.info(
+        "node %s loaded %d stored voiceprints in %.2f s (%d refused)",
+        runtime.node_id,
+        loaded.count,
+        time.perf_counter() - started,
+        loaded.refused,
+    )
+    held = set(runtime.gallery.speaker_ids())
     with transaction.atomic():
-        speakers = list(
-            Speaker.objects.filter(
-                enrollment_status__in=[EnrollmentStatus.PENDING, EnrollmentStatus.READY]
-            ).order_by("created_at")
-        )
+        # What the store did not give (no vector of this model, a refused one, or enrolled
+        # while the gallery loaded) goes through the warm task, which computes it if need be.
+        warmable = Speaker.objects.filter(enrollment_status__in=WARMABLE)
+        missing = [s for s in warmable.values_list("id", flat=True) if str(s) not in held]
+        speakers = list(Speaker.objects.filter(id__in=missing).order_by("created_at"))
         for speaker in speakers:
             schedule_warm(speaker, [runtime.node_id])
     return len(speakers)
+
+
+@dataclass
+class GalleryLoad:
+    count: int = 0
+    refused: int = 0
+
+
+def load_gallery(runtime: NodeRuntime) -> GalleryLoad:
+    """Loads every stored voiceprint of this node's model into its gallery: one query streamed
+    through a server-side cursor, the rows' keys unwrapped with one query per batch, nothing
+    fetched from the blob store."""
+    engine = runtime.engine
+    rows = Voiceprint.objects.filter(
+        model_id=engine.model_id,
+        model_version=engine.model_version,
+        speaker__enrollment_status__in=WARMABLE,
+    ).values_list(
+        "id",
+        "speaker_id",
+        "tenant_id",
+        "ciphertext",
+        "vector_sha256",
+        "speaker__reference_sha256",
+    )
+    load = GalleryLoad()
+    streamed = rows.iterator(chunk_size=LOAD_BATCH)
+    while batch := list(itertools.islice(streamed, LOAD_BATCH)):
+        opened = open_voiceprints(
+            ((r[1], r[3], r[4]) for r in batch), engine.model_id, engine.model_version
+        )
+        load.refused += len(opened.refused)
+        entries = {
+            r[1]: GalleryEntry(
+                tenant_id=str(r[2]),
+                vector=opened.vectors[r[1]],
+                model_id=engine.model_id,
+                model_version=engine.model_version,
+                reference_sha256=r[5],
+            )
+            for r in batch
+            if r[1] in opened.vectors
+        }
+        load.count += _record_loaded(runtime, entries)
+    return load
+
+
+def _record_loaded(runtime: NodeRuntime, entries: dict[uuid.UUID, GalleryEntry]) -> int:
+    """:func:`_record_warm` for a batch: under the speakers' row locks, so that an erasure is
+    either fully before (the speaker is left out) or fully after (it evicts from this node)."""
+    now = timezone.now()
+    with transaction.atomic():
+        statuses = dict(
+            Speaker.objects.select_for_update()
+            .filter(id__in=list(entries))
+            .exclude(enrollment_status=EnrollmentStatus.EVICTED)
+            .values_list("id", "enrollment_status")
+        )
+        NodeAssignment.objects.bulk_create(
+            [
+                NodeAssignment(
+                    speaker_id=speaker_id,
+                    node_id=runtime.node_id,
+                    state=AssignmentState.WARM,
+                    boot_id=runtime.boot_id,
+                    embedding_model_id=runtime.engine.model_id,
+                    embedding_model_version=runtime.engine.model_version,
+                    last_error="",
+                    last_work_s=0.0,
+                    queued_at=now,
+                    attempts=1,
+                )
+                for speaker_id in statuses
+            ],
+            update_conflicts=True,
+            unique_fields=["speaker", "node_id"],
+            update_fields=[
+                "state",
+                "boot_id",
+                "embedding_model_id",
+                "embedding_model_version",
+                "last_error",
+                "last_work_s",
+                "updated_at",
+            ],
+        )
+        for speaker_id in statuses:
+            runtime.gallery.put(str(speaker_id), entries[speaker_id])
+        registry.republish_warm(runtime.node_id, [str(s) for s in statuses])
+        for speaker_id, status in statuses.items():
+            if status == EnrollmentStatus.PENDING:
+                lifecycle.mark_ready(speaker_id, node_id=runtime.node_id)
+    return len(statuses)
 
 
 def retry_delay_s(retries: int) -> float:
@@ -99,7 +221,7 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
         and held.reference_sha256 == speaker.reference_sha256
         and (held.model_id, held.model_version) == (engine.model_id, engine.model_version)
     ):
-        runtime.gallery.put(speaker_id, _embed_reference(runtime, speaker))
+        runtime.gallery.put(speaker_id, _voiceprint_of(runtime, speaker))
     if not _record_warm(runtime, speaker, time.perf_counter() - started):
         evict_here(runtime, speaker_id)  # erased while we were computing
         return "skipped"
@@ -153,7 +275,42 @@ def purge_erased(runtime: NodeRuntime) -> list[str]:
     return erased
 
 
-def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
+def _voiceprint_of(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
+    """The stored voiceprint of this node's model, else one computed from the reference and
+    stored (a refused stored one is replaced)."""
+    engine = runtime.engine
+    refused = False
+    try:
+        vector = load_voiceprint(speaker.id, engine.model_id, engine.model_version)
+    except VoiceprintRefused as exc:
+        logger.warning("node %s: %s; computing it again from the reference", runtime.node_id, exc)
+        vector, refused = None, True
+    if vector is None:
+        vector = _embed_reference(runtime, speaker)
+        stored = store_computed_voiceprint(
+            speaker.id,
+            model_id=engine.model_id,
+            model_version=engine.model_version,
+            vector=vector,
+            computed_by=node_author(runtime.node_id),
+            replace=refused,
+        )
+        logger.info(
+            "node %s computed the voiceprint of %s from its reference (stored: %s)",
+            runtime.node_id,
+            speaker.id,
+            stored,
+        )
+    return GalleryEntry(
+        tenant_id=str(speaker.tenant_id),
+        vector=vector,
+        model_id=engine.model_id,
+        model_version=engine.model_version,
+        reference_sha256=speaker.reference_sha256,
+    )
+
+
+def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> np.ndarray:
     try:
         data = get_blob_store().get(speaker.reference_blob_key)
     except BlobMissing as exc:
@@ -176,13 +333,7 @@ def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
     if speech.size == 0:
         raise NodeWorkError("no_speech", "the reference has no speech", permanent=True)
     vector, _ = runtime.engine.voiceprint(speech)
-    return GalleryEntry(
-        tenant_id=str(speaker.tenant_id),
-        vector=vector,
-        model_id=runtime.engine.model_id,
-        model_version=runtime.engine.model_version,
-        reference_sha256=speaker.reference_sha256,
-    )
+    return vector
 
 
 def _record_warm(runtime: NodeRuntime, speaker: Speaker, work_s: float) -> bool:

@@ -9,7 +9,7 @@ from audit.models import AuditEvent, ErasureAudit, ErasureConfirmation
 from common.blobs import BlobStoreError
 from consent.models import ConsentRecord
 from enrollment import services
-from enrollment.models import Speaker
+from enrollment.models import Speaker, Voiceprint
 from tests.factories import client_for, enrollment_form, make_key
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +53,7 @@ def test_delete_erases_every_blob_version_and_tombstones_the_speaker(api, s3_blo
     speaker.refresh_from_db()
     assert speaker.enrollment_status == "evicted"
     assert (speaker.display_name, speaker.description) == ("", "")
-    assert speaker.voiceprint_ciphertext is None
+    assert not Voiceprint.objects.filter(speaker=speaker).exists()
     assert speaker.reference_sha256 == "" and speaker.preflight == {}
     # The consent record stays: it proves the processing was lawful.
     assert ConsentRecord.objects.filter(id=consent.id).exists()

@@ -22,10 +22,9 @@ from console.services import create_console_user
 from data_keys.models import DataKey
 from data_keys.services import create_data_key
 from enrollment import services
-from enrollment.models import EnrollmentStatus, Speaker
-from enrollment.voiceprints import open_voiceprints
+from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
 from tests import audio
-from tests.factories import client_for, enrollment_form, make_key, upload
+from tests.factories import client_for, enrollment_form, make_key, stored_voiceprint, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -189,7 +188,7 @@ def test_erasure_destroys_the_key_and_the_record_reads_as_erased_for_everyone(
     assert NAME not in auditor.get("/console/consent-records/").content.decode()
     erased_event = AuditEvent.objects.get(action="speaker.erased", speaker_id=speaker_id)
     assert erased_event.details["data_key_destroyed"] is True
-    assert Speaker.objects.get(id=speaker_id).voiceprint_ciphertext is None
+    assert not Voiceprint.objects.filter(speaker_id=speaker_id).exists()
 
 
 def test_a_receipt_whose_key_survived_is_not_complete(api, tenant, speaker_id):
@@ -255,8 +254,7 @@ def test_a_failure_after_the_key_is_destroyed_rolls_back_key_and_tombstone(speak
     assert speaker.enrollment_status != EnrollmentStatus.EVICTED
     assert speaker.display_name == enrollment_form()["display_name"]
     assert not ErasureAudit.objects.filter(speaker_id=speaker_id).exists()
-    voiceprints = open_voiceprints([(speaker.id, speaker.voiceprint_ciphertext)])
-    assert voiceprints[speaker.id].shape == (256,)
+    assert stored_voiceprint(speaker.id).shape == (256,)
 
 
 # --- the audit trail -------------------------------------------------------------------------

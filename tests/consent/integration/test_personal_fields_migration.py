@@ -16,9 +16,8 @@ from django.utils import timezone
 from consent.models import ConsentRecord
 from consent.selectors import consent_record_bodies
 from data_keys.models import DataKey
-from enrollment.models import Speaker
-from enrollment.voiceprints import open_voiceprints
 from tenancy.permissions import ConsentFieldAccess
+from tests.factories import stored_voiceprint
 
 # The schema as it was before the personal fields were encrypted (and as the old models saw it).
 OLD_STATE = [
@@ -133,11 +132,8 @@ def test_clear_rows_move_to_ciphertext_once_and_erased_ones_keep_nothing(live_db
     migrate(latest())
 
     assert set(DataKey.objects.values_list("speaker_id", flat=True)) == {ada, charles}
-    vector = open_voiceprints(
-        Speaker.objects.filter(id=ada).values_list("id", "voiceprint_ciphertext")
-    )
-    assert np.allclose(vector[ada], [0.25, -0.5, 0.125])
-    assert Speaker.objects.get(id=charles).voiceprint_ciphertext is None
+    assert np.allclose(stored_voiceprint(ada), [0.25, -0.5, 0.125])
+    assert stored_voiceprint(charles) is None
     assert "voiceprint" not in columns("enrollment_speaker")
 
     assert opened(ada)["erased"] is False

@@ -7,11 +7,17 @@ from common.blobs import BlobStoreError
 from consent.models import ConsentRecord
 from consent.selectors import consent_record_bodies
 from enrollment import services
-from enrollment.models import Speaker
-from enrollment.voiceprints import open_voiceprints
+from enrollment.models import Speaker, Voiceprint
 from tenancy.permissions import ConsentFieldAccess
 from tests import audio
-from tests.factories import client_for, enrollment_form, make_key, make_tenant, upload
+from tests.factories import (
+    client_for,
+    enrollment_form,
+    make_key,
+    make_tenant,
+    stored_voiceprint,
+    upload,
+)
 
 URL = "/v1/modules/scaiecho/speakers"
 EVERY_FIELD = ConsentFieldAccess(identity=True, client_address=True)
@@ -43,8 +49,9 @@ def test_enrollment_stores_profile_consent_and_both_blobs(api, tenant, s3_blob_s
 
     speaker = Speaker.objects.get(id=data["id"])
     assert speaker.tenant == tenant
-    voiceprint = open_voiceprints([(speaker.id, speaker.voiceprint_ciphertext)])[speaker.id]
-    assert voiceprint.shape == (256,)
+    assert stored_voiceprint(speaker.id).shape == (256,)
+    (row,) = Voiceprint.objects.filter(speaker=speaker)
+    assert row.computed_by == "preflight"
     assert speaker.reference_blob_key == f"tenants/{tenant.id}/speakers/{speaker.id}/reference"
     assert "alice" not in speaker.reference_blob_key
 

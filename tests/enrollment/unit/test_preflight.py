@@ -10,18 +10,18 @@ from enrollment.preflight import (
     ERROR,
     REVIEW,
     WARNING,
-    KnownVoiceprint,
     Preflight,
     estimate_snr_db,
 )
 from tests import audio
+from voice.gallery import EnrolledGallery
 from voice.vad import SpeechRegion
 
 REFERENCE_A = audio.clip(audio.SPEAKER_A)
 CONSENT_A = audio.clip(audio.SPEAKER_A_CONSENT)
 
 
-def run(reference: bytes, consent: bytes, known=()):
+def run(reference: bytes, consent: bytes, known=None):
     return Preflight().run(io.BytesIO(reference), io.BytesIO(consent), known)
 
 
@@ -242,7 +242,7 @@ def test_the_same_speakers_consent_is_not_held(good_report):
 
 def test_same_voice_enrolled_twice_is_a_warning_with_the_speaker_id(settings, good_report):
     settings.PREFLIGHT_DUPLICATE_POLICY = "warn"
-    known = [KnownVoiceprint("speaker-1", good_report.reference.voiceprint)]
+    known = EnrolledGallery(["speaker-1"], good_report.reference.voiceprint[None, :])
     report = run(audio.encode(REFERENCE_A), audio.encode(CONSENT_A), known)
     duplicate = finding(report, "duplicate_voice")
     assert duplicate.severity == WARNING
@@ -252,7 +252,7 @@ def test_same_voice_enrolled_twice_is_a_warning_with_the_speaker_id(settings, go
 
 def test_duplicate_voice_can_be_configured_to_reject(settings, good_report):
     settings.PREFLIGHT_DUPLICATE_POLICY = "reject"
-    known = [KnownVoiceprint("speaker-1", good_report.reference.voiceprint)]
+    known = EnrolledGallery(["speaker-1"], good_report.reference.voiceprint[None, :])
     report = run(audio.encode(REFERENCE_A), audio.encode(CONSENT_A), known)
     assert finding(report, "duplicate_voice").severity == ERROR
     assert not report.passed
@@ -260,7 +260,7 @@ def test_duplicate_voice_can_be_configured_to_reject(settings, good_report):
 
 def test_duplicate_voice_is_held_for_review_under_the_review_policy(settings, good_report):
     settings.PREFLIGHT_DUPLICATE_POLICY = "review"
-    known = [KnownVoiceprint("speaker-1", good_report.reference.voiceprint)]
+    known = EnrolledGallery(["speaker-1"], good_report.reference.voiceprint[None, :])
     report = run(audio.encode(REFERENCE_A), audio.encode(CONSENT_A), known)
     assert finding(report, "duplicate_voice").severity == REVIEW
     assert report.passed and report.needs_review
@@ -271,7 +271,7 @@ def test_another_voice_is_not_a_duplicate(good_report):
         audio.encode(audio.clip(audio.SPEAKER_B)), audio.encode(audio.clip(audio.SPEAKER_B_CONSENT))
     )
     assert other.passed, other.findings
-    known = [KnownVoiceprint("speaker-a", good_report.reference.voiceprint)]
+    known = EnrolledGallery(["speaker-a"], good_report.reference.voiceprint[None, :])
     report = run(
         audio.encode(audio.clip(audio.SPEAKER_B)),
         audio.encode(audio.clip(audio.SPEAKER_B_CONSENT)),

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from enrollment.models import Speaker
+from enrollment.models import Speaker, Voiceprint
 from nodes import registry
 from nodes.models import NodeAssignment
 from nodes.services import orchestrator
@@ -154,6 +154,8 @@ def test_a_dead_node_is_stale_and_rewarm_validates_node_ids(cluster, api):
 def test_a_changed_reference_blob_fails_with_a_clear_error(cluster, api, s3_blob_store):
     data = enroll(api)  # no node yet: pending
     speaker = Speaker.objects.get(id=data["id"])
+    # No stored voiceprint, so the node embeds the reference (and checks it first).
+    Voiceprint.objects.filter(speaker=speaker).delete()
     s3_blob_store.client.put_object(
         Bucket=s3_blob_store.bucket, Key=speaker.reference_blob_key, Body=b"tampered"
     )

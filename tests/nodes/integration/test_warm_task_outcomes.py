@@ -3,6 +3,8 @@ reconciler (the speaker stays pending), anything else fails the node's assignmen
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.db import OperationalError
 from django.utils import timezone
@@ -27,7 +29,8 @@ class EmptyGallery:
 
 class Runtime:
     node_id = NODE
-    engine = None
+    # A model the store holds no voiceprint of: the node goes to the reference recording.
+    engine = SimpleNamespace(model_id="other-model", model_version="1")
     gallery = EmptyGallery()
 
 
