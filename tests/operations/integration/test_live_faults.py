@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from enrollment.models import Speaker
+from enrollment.models import Speaker, Voiceprint
 from nodes import registry
 from nodes.models import NodeAssignment
 from tests.factories import client_for, enrollment_form, make_key, make_tenant
@@ -34,10 +34,11 @@ def enroll(api) -> dict:
 
 @pytest.mark.slow
 def test_s3_stalling_under_a_node_keeps_the_speaker_pending_until_it_answers(
-    cluster, moto_server, settings, loaded_models
+    cluster, moto_server, settings, loaded_models, consent_then
 ):
     """Fault: the node's S3 accepts connections and never answers while the node fetches a
-    reference during fan-out, for longer than the warm task's retries last. Expected: each
+    reference during fan-out, for longer than the warm task's retries last (the node has no
+    stored voiceprint of its model to load, so it must embed the recording). Expected: each
     attempt gives up within the S3 bounds, the node's heartbeat lives on, the speaker stays
     honestly pending (its assignment queued, the error kept, never ready or failed); once S3
     answers again the reconciler re-sends the warm and the speaker turns ready on the node."""
@@ -59,6 +60,10 @@ def test_s3_stalling_under_a_node_keeps_the_speaker_pending_until_it_answers(
             beat = registry.live_heartbeats().get("node-s")
             return node.process.poll() is None and beat is not None and beat.pid == node.process.pid
 
+        # No voiceprint of the node's model is stored (another model's preflight, say): the
+        # node must read the recording. Removed inside the enrollment's transaction, before
+        # the fan-out leaves.
+        consent_then(lambda: Voiceprint.objects.all().delete())
         proxy.stall()
         enrolled_at = time.monotonic()
         speaker_id = enroll(client_for(make_key(make_tenant())[1]))["id"]
