@@ -15,6 +15,11 @@ class ServiceError(Exception):
         self.details = details or {}
 
 
+class BlobStoreUnavailable(ServiceError):
+    status_code = 503
+    code = "blob_store_unavailable"
+
+
 class UploadTooLarge(ServiceError):
     status_code = 413
     code = "upload_too_large"

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent, ErasureAudit, ErasureReason
 from common.blobs import BlobMissing, BlobStoreError, get_blob_store
-from common.errors import ServiceError
+from common.errors import BlobStoreUnavailable, ServiceError
 from consent.models import ConsentRecord
 from data_keys.selectors import decrypt_for_speaker
 from data_keys.services import encrypt_for_speaker
@@ -28,7 +28,6 @@ from enrollment.distribution import distribution
 from enrollment.models import EnrollmentStatus, Speaker
 from enrollment.services import (
     NO_NODE_NOTE,
-    BlobStoreUnavailable,
     delete_erased_blobs,
     record_erasure,
     wait_for_fan_out,

@@ -20,7 +20,7 @@ from django.utils.crypto import salted_hmac
 from audit.models import ErasureAudit, ErasureConfirmation, ErasureOutcome, ErasureReason
 from audit.services import confirm_erasure, record_event
 from common.blobs import BlobStore, BlobStoreError, StoredBlob, get_blob_store
-from common.errors import PreflightRejected, ServiceError, UploadTooLarge
+from common.errors import BlobStoreUnavailable, PreflightRejected, UploadTooLarge
 from common.metrics import FANOUT_LATENCY, observe_preflight
 from common.uploads import MULTIPART_OVERHEAD_BYTES
 from consent.models import ConsentRecord
@@ -62,11 +62,6 @@ class UploadedRecording(Protocol):
     size: int | None
 
     def read(self, size: int = -1) -> bytes: ...
-
-
-class BlobStoreUnavailable(ServiceError):
-    status_code = 503
-    code = "blob_store_unavailable"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from common.audio import AudioHeader, AudioRejected, probe_audio
 from common.blobs import BlobStoreError, get_blob_store
-from common.errors import ServiceError, UploadTooLarge
+from common.errors import BlobStoreUnavailable, ServiceError, UploadTooLarge
 from common.tasks import send_task
 from diarization.engine import DiarizationOptions
 from diarization.models import DiarizationJob, JobStatus, WebhookState
@@ -52,11 +52,6 @@ class JobNotFinished(ServiceError):
 class JobFailed(ServiceError):
     status_code = 409
     code = "job_failed"
-
-
-class BlobStoreUnavailable(ServiceError):
-    status_code = 503
-    code = "blob_store_unavailable"
 
 
 @dataclass(frozen=True)

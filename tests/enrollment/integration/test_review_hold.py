@@ -231,6 +231,26 @@ def test_approval_by_another_key_fans_the_speaker_out(
     assert (change.details["from"], change.details["to"]) == ("needs_review", "pending")
 
 
+def test_erasing_an_approved_speaker_leaves_the_review_note_unreadable(
+    api, reviewer, sent, s3_blob_store, django_capture_on_commit_callbacks
+):
+    held = enroll_held(api, django_capture_on_commit_callbacks)
+    note = "Alice's manager confirmed by phone"
+    review(reviewer, held["id"], django_capture_on_commit_callbacks, decision="approve", note=note)
+    (decision,) = events("speaker.review_approved", held["id"])
+    assert reviews.decision_note(decision) == note
+
+    with django_capture_on_commit_callbacks(execute=True):
+        erasure = api.delete(f"{URL}/{held['id']}")
+
+    assert erasure.status_code == 200, erasure.content
+    decision.refresh_from_db()
+    # The event is immutable and keeps the ciphertext; the erasure destroyed its key.
+    assert "note_ciphertext" in decision.details
+    assert reviews.decision_note(decision) is None
+    assert "manager" not in str(decision.details)
+
+
 def test_rejection_erases_the_speaker_with_a_receipt(
     api, reviewer, sent, s3_blob_store, django_capture_on_commit_callbacks
 ):

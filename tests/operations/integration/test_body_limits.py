@@ -224,9 +224,12 @@ def _stream_chunked(port: int, path: str, total_bytes: int) -> tuple[int, bytes]
         while sent < total_bytes and not select.select([sock], [], [], 0)[0]:
             sock.sendall(frame)
             sent += CHUNK
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass  # the server stopped reading; its answer may already wait in the receive buffer
+    try:
         while b"upload_too_large" not in answer and (piece := sock.recv(65536)):
             answer += piece
-    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+    except (ConnectionResetError, TimeoutError):
         pass  # the server closed the connection; what it answered is in ``answer``
     finally:
         sock.close()
