@@ -325,6 +325,12 @@ if PREFLIGHT_REJECT_DUPLICATE_VOICE and PREFLIGHT_DUPLICATE_POLICY != "reject":
         f"that is {PREFLIGHT_DUPLICATE_POLICY!r}: set only PREFLIGHT_DUPLICATE_POLICY."
     )
 # A held enrollment nobody decided on is erased (reason review_expired) after this many days.
+DUPLICATE_GALLERY_IDLE_S = env_float("DUPLICATE_GALLERY_IDLE_S", 600.0)
+DUPLICATE_GALLERY_MAX_TENANTS = env_int("DUPLICATE_GALLERY_MAX_TENANTS", 64)
+if DUPLICATE_GALLERY_IDLE_S <= 0 or DUPLICATE_GALLERY_MAX_TENANTS < 1:
+    raise ImproperlyConfigured(
+        "DUPLICATE_GALLERY_IDLE_S must be positive and DUPLICATE_GALLERY_MAX_TENANTS at least 1."
+    )
 REVIEW_EXPIRY_DAYS = env_int("REVIEW_EXPIRY_DAYS", 14)
 if REVIEW_EXPIRY_DAYS < 1:
     raise ImproperlyConfigured("REVIEW_EXPIRY_DAYS is at least 1.")

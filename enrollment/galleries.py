@@ -15,9 +15,11 @@ past the fingerprint.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import numpy as np
+from django.conf import settings
 from django.db.models import Count, Max, QuerySet, Sum
 
 from enrollment.models import Voiceprint
@@ -140,15 +142,31 @@ class TenantGallery:
 
 
 _galleries: dict[tuple[uuid.UUID, str, str], TenantGallery] = {}
+_last_used: dict[tuple[uuid.UUID, str, str], float] = {}
 _galleries_lock = threading.Lock()
 
 
 def tenant_gallery(tenant_id: uuid.UUID, model_id: str, model_version: str) -> TenantGallery:
-    """This process's gallery of the tenant for that model, refreshed from the store."""
+    """This process's gallery of the tenant for that model, refreshed from the store.
+
+    Galleries unused for ``DUPLICATE_GALLERY_IDLE_S``, and the least recently used beyond
+    ``DUPLICATE_GALLERY_MAX_TENANTS``, are dropped here: their decrypted voiceprints (erased
+    ones included) should not outlive the enrollments that needed them.
+    """
+    key = (tenant_id, model_id, model_version)
+    now = time.monotonic()
     with _galleries_lock:
-        gallery = _galleries.setdefault(
-            (tenant_id, model_id, model_version),
-            TenantGallery(tenant_id, model_id, model_version),
-        )
+        _drop_unused(now)
+        gallery = _galleries.setdefault(key, TenantGallery(tenant_id, model_id, model_version))
+        _last_used[key] = now
     gallery.refresh()
     return gallery
+
+
+def _drop_unused(now: float) -> None:
+    idle_s = settings.DUPLICATE_GALLERY_IDLE_S
+    by_use = sorted(_last_used, key=_last_used.__getitem__)
+    surplus = len(by_use) - (settings.DUPLICATE_GALLERY_MAX_TENANTS - 1)
+    for rank, key in enumerate(by_use):
+        if rank < surplus or now - _last_used[key] > idle_s:
+            del _galleries[key], _last_used[key]

@@ -9,7 +9,7 @@ import pytest
 
 from audit.models import AuditEvent
 from data_keys.models import DataKey
-from enrollment import voiceprints
+from enrollment import galleries, voiceprints
 from enrollment.galleries import tenant_gallery
 from enrollment.models import Voiceprint
 from enrollment.services import erase_speaker
@@ -18,7 +18,7 @@ from enrollment.voiceprints import (
     load_voiceprint,
     store_computed_voiceprint,
 )
-from tests.factories import enrollment_form, make_speaker, store_voiceprint
+from tests.factories import enrollment_form, make_speaker, make_tenant, store_voiceprint
 
 pytestmark = pytest.mark.django_db
 
@@ -129,6 +129,29 @@ def test_a_refused_row_is_left_out_of_the_duplicate_check(tenant):
     gallery = tenant_gallery(tenant.id, "m", "v")
 
     assert len(gallery) == 1 and gallery.best_match(unit(2))[0] == str(kept.id)
+
+
+def test_a_process_drops_galleries_it_no_longer_uses(tenant, settings, monkeypatch):
+    settings.DUPLICATE_GALLERY_IDLE_S = 60.0
+    settings.DUPLICATE_GALLERY_MAX_TENANTS = 2
+    store_voiceprint(make_speaker(tenant), unit(1))
+    clock = [1000.0]
+    monkeypatch.setattr(galleries.time, "monotonic", lambda: clock[0])
+    first = tenant_gallery(tenant.id, "m", "v")
+    assert len(first) == 1 and tenant_gallery(tenant.id, "m", "v") is first
+
+    # Idle past the limit: the next enrollment, in any tenant, lets go of the decrypted vectors.
+    clock[0] += 61
+    tenant_gallery(make_tenant().id, "m", "v")
+    assert (tenant.id, "m", "v") not in galleries._galleries
+    clock[0] += 1
+    again = tenant_gallery(tenant.id, "m", "v")
+    assert again is not first and len(again) == 1
+
+    # Beyond the bound, the least recently used goes first.
+    newest = make_tenant()
+    tenant_gallery(newest.id, "m", "v")
+    assert set(galleries._galleries) == {(tenant.id, "m", "v"), (newest.id, "m", "v")}
 
 
 @pytest.fixture
