@@ -60,9 +60,9 @@ def isolate_environment(name: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{database}"')
         os.environ["DATABASE_URL"] = urlunparse(urlparse(url)._replace(path=f"/{database}"))
-        # The benchmark's own throwaway database, often reached as the server's superuser: the
-        # processes it starts warn about that role instead of refusing to start.
-        os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
+    # The benchmark's own throwaway database, reached as the server's superuser (always so on
+    # the embedded one): the processes it starts warn about that role instead of refusing.
+    os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
     if (redis_url := os.environ.get("REDIS_URL")) and redis_url.startswith("redis://"):
         os.environ["REDIS_URL"] = urlunparse(urlparse(redis_url)._replace(path="/14"))
         import redis
