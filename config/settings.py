@@ -355,6 +355,10 @@ NODE_TASK_MAX_RETRIES = env_int("NODE_TASK_MAX_RETRIES", 5)
 NODE_REQUEUE_AFTER_S = env_float("NODE_REQUEUE_AFTER_S", 60.0)
 NODE_RECONCILE_INTERVAL_S = env_float("NODE_RECONCILE_INTERVAL_S", 30.0)
 RETENTION_SWEEP_INTERVAL_S = env_float("RETENTION_SWEEP_INTERVAL_S", 3600.0)
+# "pool=tenant-slug,tenant-slug;pool=..." (nodes/pools.py), the same in every process; tenants
+# it does not name belong to the pool "default". NODE_POOL: the pool of a node this process runs.
+NODE_POOLS = env_str("NODE_POOLS", "")
+NODE_POOL = env_str("NODE_POOL", "default")
 # --- Diarization -------------------------------------------------------------------
 DIARIZE_MAX_UPLOAD_BYTES = env_int("DIARIZE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 DIARIZE_MAX_DURATION_S = env_float("DIARIZE_MAX_DURATION_S", 4 * 3600.0)

@@ -16,6 +16,8 @@ from django.conf import settings
 from common.redis_client import redis_client
 
 PYANNOTE_ENGINE = "pyannote"
+# The pool of a node that names none, and of every tenant that NODE_POOLS does not place.
+DEFAULT_POOL = "default"
 NODES_KEY = "scaiecho:nodes"
 
 
@@ -42,6 +44,7 @@ class Heartbeat:
     pid: int
     gallery_size: int
     sent_at: float
+    pool: str = DEFAULT_POOL
 
     @property
     def age_s(self) -> float:
@@ -80,9 +83,22 @@ def live_heartbeats() -> dict[str, Heartbeat]:
     }
 
 
-def candidate_node_ids() -> list[str]:
-    """Nodes whose heartbeat is alive and that run the pyannote engine."""
-    return sorted(n for n, beat in live_heartbeats().items() if beat.is_candidate)
+def candidate_node_ids(pool: str | None = None) -> list[str]:
+    """Nodes whose heartbeat is alive and that run the pyannote engine (of one pool, if given)."""
+    return sorted(
+        n
+        for n, beat in live_heartbeats().items()
+        if beat.is_candidate and (pool is None or beat.pool == pool)
+    )
+
+
+def candidates_by_pool() -> dict[str, list[str]]:
+    """The candidate nodes of each pool that has one."""
+    by_pool: dict[str, list[str]] = {}
+    for node_id, beat in sorted(live_heartbeats().items()):
+        if beat.is_candidate:
+            by_pool.setdefault(beat.pool, []).append(node_id)
+    return by_pool
 
 
 def mark_warm(node_id: str, speaker_id: str) -> None:

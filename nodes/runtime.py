@@ -88,9 +88,11 @@ class Gallery:
 
 
 class NodeRuntime:
-    def __init__(self, node_id: str, engine: EmbeddingEngine):
+    def __init__(self, node_id: str, engine: EmbeddingEngine, pool: str = registry.DEFAULT_POOL):
         self.node_id = node_id
         self.engine = engine
+        # Which tenants this node serves (nodes/pools.py).
+        self.pool = pool
         self.boot_id = uuid.uuid4().hex
         self.booted_at = timezone.now()
         self.host = socket.gethostname()
@@ -114,6 +116,7 @@ class NodeRuntime:
             pid=self.pid,
             gallery_size=len(self.gallery),
             sent_at=time.time(),
+            pool=self.pool,
         )
 
     def start_heartbeats(self, beat: Callable[[], None]) -> None:

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.db.models import Count
 
-from nodes import registry
+from nodes import pools, registry
 from nodes.models import AssignmentState, Node, NodeAssignment
 from tenancy.models import Tenant
 
@@ -21,16 +21,20 @@ class NodeStatus:
     model_version: str
     warm_count: int
     last_seen_at: datetime | None
+    pool: str | None = None
 
 
 def node_statuses(tenant: Tenant) -> list[NodeStatus]:
-    """Every node known to the registry or the database, with the tenant's warm count.
+    """Every node that serves the tenant or holds its speakers, with the tenant's warm count.
 
-    Nothing in it describes other tenants or the machine: no gallery size (every tenant's
-    speakers), host or pid. Operators find those in the Django admin and /metrics.
+    A live node of another pool (``NODE_POOLS``) that holds none of the tenant's speakers is
+    left out; a node that is not heartbeating has no known pool and is listed. Nothing in it
+    describes other tenants or the machine: no gallery size (every tenant's speakers), host or
+    pid. Operators find those in the Django admin and /metrics.
     """
     beats = registry.live_heartbeats()
     rows = {node.node_id: node for node in Node.objects.all()}
+    tenant_pool = pools.pool_of_tenant(tenant.id)
     warm_counts = dict(
         NodeAssignment.objects.filter(speaker__tenant=tenant, state=AssignmentState.WARM)
         .values("node_id")
@@ -40,17 +44,20 @@ def node_statuses(tenant: Tenant) -> list[NodeStatus]:
     statuses = []
     for node_id in sorted(set(beats) | set(rows)):
         beat, row = beats.get(node_id), rows.get(node_id)
+        if beat is not None and beat.pool != tenant_pool and node_id not in warm_counts:
+            continue
         statuses.append(
             NodeStatus(
                 node_id=node_id,
                 alive=beat is not None,
-                candidate=bool(beat and beat.is_candidate),
+                candidate=bool(beat and beat.is_candidate and beat.pool == tenant_pool),
                 heartbeat_age_s=round(beat.age_s, 2) if beat else None,
                 engine=beat.engine if beat else row.engine if row else "",
                 model_id=beat.model_id if beat else row.model_id if row else "",
                 model_version=beat.model_version if beat else row.model_version if row else "",
                 warm_count=int(warm_counts.get(node_id, 0)),
                 last_seen_at=row.last_seen_at if row else None,
+                pool=beat.pool if beat else None,
             )
         )
     return statuses

@@ -184,9 +184,10 @@ class Cluster:
         self.log_dir = log_dir
         self.nodes: dict[str, NodeProcess] = {}
 
-    def node(self, node_id: str) -> NodeProcess:
+    def node(self, node_id: str, **env: str) -> NodeProcess:
+        """The node's process; ``env`` adds to the cluster's environment (e.g. NODE_POOL)."""
         if node_id not in self.nodes:
-            self.nodes[node_id] = NodeProcess(node_id, self.env, self.log_dir)
+            self.nodes[node_id] = NodeProcess(node_id, {**self.env, **env}, self.log_dir)
         return self.nodes[node_id]
 
     def start(self, *node_ids: str) -> list[NodeProcess]:

@@ -26,7 +26,7 @@ from diarization.segmentation import get_speech_detector
 from diarization.services import completion, tuning, webhook_delivery
 from diarization.services.completion import UNFINISHED, NodeJobError
 from diarization.webhooks import check_webhook_url
-from nodes import registry
+from nodes import pools, registry
 from nodes.models import Node
 from nodes.runtime import node_queue
 from storage import services as blob_intents
@@ -186,13 +186,14 @@ def _delete_audio_quietly(key: str) -> None:
 
 
 def dispatch(job: DiarizationJob) -> None:
-    """Sends the job's next attempt to the least busy live node, or completes it without one.
+    """Sends the job's next attempt to the least busy live node of the tenant's pool (the
+    nodes that hold its speakers), or completes it without one.
 
     Must run inside a transaction: the message leaves only when the attempt is committed.
     After DIARIZE_MAX_ATTEMPTS attempts (a job that keeps killing nodes) it completes
     without labels.
     """
-    candidates = registry.candidate_node_ids()
+    candidates = pools.tenant_candidate_node_ids(job.tenant_id)
     if job.attempt >= settings.DIARIZE_MAX_ATTEMPTS:
         candidates = []
     job.attempt += 1

@@ -37,3 +37,6 @@ class NodeStatusSerializer(serializers.Serializer):
     model_version = serializers.CharField()
     warm_count = serializers.IntegerField(help_text="Speakers of this tenant the node holds.")
     last_seen_at = serializers.DateTimeField(allow_null=True)
+    pool = serializers.CharField(
+        allow_null=True, help_text="The node's pool (NODE_POOLS); null when not heartbeating."
+    )

@@ -29,17 +29,16 @@ from enrollment.voiceprints import (
     open_voiceprints,
     store_computed_voiceprint,
 )
-from nodes import registry
+from nodes import pools, registry
 from nodes.models import AssignmentState, Node, NodeAssignment
 from nodes.runtime import GalleryEntry, NodeRuntime
-from nodes.services.orchestrator import schedule_warm
+from nodes.services.orchestrator import WARMABLE, schedule_warm
 from voice.vad import get_vad, speech_only
 
 logger = logging.getLogger(__name__)
 
 # Stored voiceprints a starting node opens and records per transaction (and Redis pipeline).
 LOAD_BATCH = 1000
-WARMABLE = (EnrollmentStatus.PENDING, EnrollmentStatus.READY)
 
 
 class NodeWorkError(Exception):
@@ -53,7 +52,8 @@ class NodeWorkError(Exception):
 
 def start_node(runtime: NodeRuntime) -> int:
     """Registers a booting node, drops what its previous boot held, loads the stored
-    voiceprints of its model and queues the warm-up of every other speaker.
+    voiceprints of its model and queues the warm-up of every other speaker, all of them of
+    its pool's tenants.
 
     Returns how many speakers were queued for this node.
     """
@@ -77,6 +77,7 @@ def start_node(runtime: NodeRuntime) -> int:
         node_id=runtime.node_id, state=AssignmentState.EVICTING
     ).values_list("speaker_id", flat=True):
         evict_here(runtime, str(speaker_id))
+    release_outside_pool(runtime)
     started = time.perf_counter()
     loaded = load_gallery(runtime)
     logger.info(
@@ -90,12 +91,37 @@ def start_node(runtime: NodeRuntime) -> int:
     with transaction.atomic():
         # What the store did not give (no vector of this model, a refused one, or enrolled
         # while the gallery loaded) goes through the warm task, which computes it if need be.
-        warmable = Speaker.objects.filter(enrollment_status__in=WARMABLE)
+        warmable = Speaker.objects.filter(
+            pools.configured_pools().served_by(runtime.pool), enrollment_status__in=WARMABLE
+        )
         missing = [s for s in warmable.values_list("id", flat=True) if str(s) not in held]
         speakers = list(Speaker.objects.filter(id__in=missing).order_by("created_at"))
         for speaker in speakers:
             schedule_warm(speaker, [runtime.node_id])
     return len(speakers)
+
+
+def release_outside_pool(runtime: NodeRuntime) -> int:
+    """Drops this node's assignments of speakers its pool no longer serves (their tenant moved
+    to another pool): this boot holds none of them, and it is not theirs to warm. Evictions
+    still owed stay, so that an erasure is confirmed whichever pool the tenant is in now."""
+    configured = pools.configured_pools()
+    if configured.serves_every_tenant(runtime.pool):
+        return 0
+    released, _ = (
+        NodeAssignment.objects.filter(node_id=runtime.node_id)
+        .exclude(state__in=[AssignmentState.EVICTING, AssignmentState.EVICTED])
+        .exclude(configured.served_by(runtime.pool, "speaker__tenant"))
+        .delete()
+    )
+    if released:
+        logger.info(
+            "node %s released %d assignments of tenants outside pool %s",
+            runtime.node_id,
+            released,
+            runtime.pool,
+        )
+    return released
 
 
 @dataclass
@@ -110,6 +136,7 @@ def load_gallery(runtime: NodeRuntime) -> GalleryLoad:
     fetched from the blob store."""
     engine = runtime.engine
     rows = Voiceprint.objects.filter(
+        pools.configured_pools().served_by(runtime.pool),
         model_id=engine.model_id,
         model_version=engine.model_version,
         speaker__enrollment_status__in=WARMABLE,
@@ -202,7 +229,7 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
     Idempotent: a duplicate delivery finds the embedding in the gallery and only
     confirms the registry and the assignment.
     """
-    speaker = Speaker.objects.filter(id=speaker_id).first()
+    speaker = Speaker.objects.select_related("tenant").filter(id=speaker_id).first()
     if speaker is None or speaker.enrollment_status == EnrollmentStatus.EVICTED:
         evict_here(runtime, speaker_id)
         return "skipped"
@@ -210,6 +237,15 @@ def warm_here(runtime: NodeRuntime, speaker_id: str) -> str:
         # Nothing fans out a held enrollment; a stray message warms nothing. No status leads
         # back to needs_review, so a speaker past this check is never held again.
         return "held"
+    tenant_pool = pools.configured_pools().pool_of(speaker.tenant.slug)
+    if tenant_pool != runtime.pool:
+        # Sent before the tenant moved pools, or by a process whose NODE_POOLS differs.
+        raise NodeWorkError(
+            "outside_pool",
+            f"node {runtime.node_id} serves pool {runtime.pool}; tenant {speaker.tenant.slug} "
+            f"is in pool {tenant_pool} (is NODE_POOLS the same in every process?)",
+            permanent=True,
+        )
     NodeAssignment.objects.filter(speaker=speaker, node_id=runtime.node_id).update(
         attempts=F("attempts") + 1
     )

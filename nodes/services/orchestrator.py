@@ -18,7 +18,7 @@ from audit.services import record_event
 from common.errors import ServiceError
 from common.tasks import send_task
 from enrollment.models import EnrollmentStatus, Speaker
-from nodes import registry
+from nodes import pools, registry
 from nodes.models import AssignmentState, NodeAssignment
 from nodes.runtime import node_queue
 
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 WARM_TASK = "nodes.tasks.warm_speaker"
 LIVE_STATUSES = (EnrollmentStatus.PENDING, EnrollmentStatus.READY, EnrollmentStatus.FAILED)
+# What a node may hold: held-for-review, failed and erased speakers are never sent to one.
+WARMABLE = (EnrollmentStatus.PENDING, EnrollmentStatus.READY)
 
 
 class UnknownNodes(ServiceError):
@@ -73,8 +75,9 @@ def _send_warm_tasks(speaker_id: str, node_ids: list[str]) -> None:
 
 
 def fan_out_enrollment(speaker: Speaker) -> list[str]:
-    """One warm task per candidate node; returns the nodes scheduled (none when none is online)."""
-    return schedule_warm(speaker, registry.candidate_node_ids())
+    """One warm task per candidate node of the tenant's pool; returns the nodes scheduled (none
+    when none is online)."""
+    return schedule_warm(speaker, pools.tenant_candidate_node_ids(speaker.tenant_id))
 
 
 def wait_for_nodes(speaker: Speaker, node_ids: list[str], timeout_s: float) -> list[str]:
@@ -102,7 +105,7 @@ class WarmView:
 
 def warm_view(speaker: Speaker) -> WarmView:
     warm = registry.warm_node_ids(str(speaker.id))
-    candidates = registry.candidate_node_ids()
+    candidates = pools.tenant_candidate_node_ids(speaker.tenant_id)
     return WarmView(
         warm_node_ids=warm,
         candidate_node_ids=candidates,
@@ -111,15 +114,15 @@ def warm_view(speaker: Speaker) -> WarmView:
 
 
 def rewarm(speaker: Speaker, node_ids: list[str], actor: str) -> list[str]:
-    """Re-enrolls on every candidate (empty list) or the given live candidates."""
-    candidates = registry.candidate_node_ids()
+    """Re-enrolls on every candidate of the tenant's pool (empty list) or the given ones."""
+    candidates = pools.tenant_candidate_node_ids(speaker.tenant_id)
     if not node_ids:
         targets = candidates
     else:
         unknown = sorted(set(node_ids) - set(candidates))
         if unknown:
             raise UnknownNodes(
-                f"Not live pyannote nodes: {', '.join(unknown)}.",
+                f"Not live pyannote nodes of this tenant's pool: {', '.join(unknown)}.",
                 details={"node_ids": unknown, "candidate_node_ids": candidates},
             )
         targets = sorted(set(node_ids))
@@ -147,31 +150,44 @@ def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
     """Re-sends work that a live node should have done by now (a lost message, a Redis flush).
 
     Covers assignments still queued after ``requeue_after_s``, evictions a live node has
-    not confirmed by then, and pending speakers that no live candidate was ever asked to
-    hold. Returns the (speaker, node) pairs re-sent.
+    not confirmed by then, and pending or ready speakers that no live candidate of their
+    tenant's pool was ever asked to hold (never reached, or their tenant moved to this pool).
+    Warm work goes only to nodes of the tenant's pool; evictions go to any node that owes one.
+    Returns the (speaker, node) pairs re-sent.
     """
-    candidates = registry.candidate_node_ids()
+    by_pool = registry.candidates_by_pool()
+    candidates = sorted(n for node_ids in by_pool.values() for n in node_ids)
     if not candidates:
         return []
+    configured = pools.configured_pools()
     cutoff = timezone.now() - timedelta(seconds=requeue_after_s)
-    resend: list[tuple[str, str]] = list(
-        (str(s), n)
-        for s, n in NodeAssignment.objects.filter(
-            state=AssignmentState.QUEUED,
-            queued_at__lte=cutoff,
-            node_id__in=candidates,
-            speaker__enrollment_status__in=LIVE_STATUSES,
-        ).values_list("speaker_id", "node_id")
-    )
+    resend: list[tuple[str, str]] = []
+    for pool, node_ids in by_pool.items():
+        resend.extend(
+            (str(s), n)
+            for s, n in NodeAssignment.objects.filter(
+                configured.served_by(pool, "speaker__tenant"),
+                state=AssignmentState.QUEUED,
+                queued_at__lte=cutoff,
+                node_id__in=node_ids,
+                speaker__enrollment_status__in=LIVE_STATUSES,
+            ).values_list("speaker_id", "node_id")
+        )
     lost_evictions = list(
         (str(s), n)
         for s, n in NodeAssignment.objects.filter(
             state=AssignmentState.EVICTING, updated_at__lte=cutoff, node_id__in=candidates
         ).values_list("speaker_id", "node_id")
     )
-    orphans = Speaker.objects.filter(
-        enrollment_status=EnrollmentStatus.PENDING, created_at__lte=cutoff
-    ).exclude(node_assignments__node_id__in=candidates)
+    orphans = [
+        (speaker, node_ids)
+        for pool, node_ids in by_pool.items()
+        for speaker in Speaker.objects.filter(
+            configured.served_by(pool),
+            enrollment_status__in=WARMABLE,
+            created_at__lte=cutoff,
+        ).exclude(node_assignments__node_id__in=node_ids)
+    ]
     with transaction.atomic():
         for speaker_id, node_id in resend:
             NodeAssignment.objects.filter(speaker_id=speaker_id, node_id=node_id).update(
@@ -185,8 +201,8 @@ def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
                 lambda s=speaker_id, n=node_id: _send_evict_task(s, n),  # type: ignore[misc]
                 robust=True,
             )
-        for speaker in orphans:
-            resend.extend((str(speaker.id), n) for n in schedule_warm(speaker, candidates))
+        for speaker, node_ids in orphans:
+            resend.extend((str(speaker.id), n) for n in schedule_warm(speaker, node_ids))
     return resend + lost_evictions
 
 

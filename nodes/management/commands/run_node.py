@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.database_roles import UnsafeDatabaseRole, check_database_role
 from nodes.api.fields import NODE_ID_PATTERN
+from nodes.pools import this_node_pool, unknown_tenant_slugs
 from nodes.runtime import NodeRuntime, install
 from nodes.services import node_work
 from voice.engines import get_engine
@@ -45,15 +46,19 @@ class Command(BaseCommand):
             check_database_role(f"node {node_id}")
         except UnsafeDatabaseRole as refusal:
             raise CommandError(str(refusal)) from refusal
-        runtime = NodeRuntime(node_id, get_engine())
+        runtime = NodeRuntime(node_id, get_engine(), pool=this_node_pool())
+        unknown = unknown_tenant_slugs()
+        if unknown:
+            logger.warning("NODE_POOLS places tenants that do not exist: %s", ", ".join(unknown))
         warm_up_models(runtime)
         install(runtime)
         queued = node_work.start_node(runtime)
         node_work.heartbeat(runtime)
         runtime.start_heartbeats(lambda: node_work.heartbeat(runtime))
         logger.info(
-            "node %s (boot %s, model %s %s) online; %d speakers queued to warm",
+            "node %s (pool %s, boot %s, model %s %s) online; %d speakers queued to warm",
             node_id,
+            runtime.pool,
             runtime.boot_id,
             runtime.engine.model_id,
             runtime.engine.model_version,

@@ -176,7 +176,7 @@ def test_a_blob_store_outage_stores_nothing(api, s3_blob_store, monkeypatch):
 def test_a_registry_outage_after_the_upload_leaves_no_blob_and_no_row(
     api, s3_blob_store, monkeypatch
 ):
-    def broken() -> list[str]:
+    def broken(pool: str | None = None) -> list[str]:
         raise RedisConnectionError("Redis is down")
 
     monkeypatch.setattr(registry, "candidate_node_ids", broken)
@@ -436,7 +436,7 @@ def test_a_job_running_far_past_its_estimate_is_sent_again(
 def test_after_its_last_attempt_a_job_completes_without_a_node(
     queued, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(registry, "candidate_node_ids", lambda: ["node-1"])
+    monkeypatch.setattr(registry, "candidate_node_ids", lambda pool=None: ["node-1"])
     job = DiarizationJob.objects.get(id=queued["id"])
     job.attempt = settings.DIARIZE_MAX_ATTEMPTS
     with django_capture_on_commit_callbacks(execute=False):

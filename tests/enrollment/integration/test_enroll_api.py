@@ -265,7 +265,7 @@ def test_registry_outage_answers_503_and_stores_nothing(api, s3_blob_store, monk
 
     from nodes import registry
 
-    def down():
+    def down(pool: str | None = None):
         raise RedisConnectionError("injected")
 
     monkeypatch.setattr(registry, "candidate_node_ids", down)

@@ -36,7 +36,7 @@ NODE = "node-1"
 def sent(monkeypatch, settings):
     """One candidate node; the task messages that would leave for it."""
     settings.ENROLLMENT_ACK_WAIT_S = 0.0
-    monkeypatch.setattr(registry, "candidate_node_ids", lambda: [NODE])
+    monkeypatch.setattr(registry, "candidate_node_ids", lambda pool=None: [NODE])
     messages: list[tuple[str, list, str | None]] = []
     monkeypatch.setattr(
         app, "send_task", lambda name, args, queue=None: messages.append((name, args, queue))

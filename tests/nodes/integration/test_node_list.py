@@ -27,6 +27,7 @@ FIELDS = {
     "model_version",
     "warm_count",
     "last_seen_at",
+    "pool",
 }
 
 

@@ -29,6 +29,7 @@ class EmptyGallery:
 
 class Runtime:
     node_id = NODE
+    pool = "default"
     # A model the store holds no voiceprint of: the node goes to the reference recording.
     engine = SimpleNamespace(model_id="other-model", model_version="1")
     gallery = EmptyGallery()
