@@ -372,7 +372,18 @@ DIARIZE_RATE_LIMIT = env_int("DIARIZE_RATE_LIMIT", 60)
 # a request's `threshold` or the tenant's own default take precedence.
 DIARIZE_IDENTIFICATION_THRESHOLD = env_float("DIARIZE_IDENTIFICATION_THRESHOLD", 0.75)
 # Turns shorter than this are never labelled with an enrolled speaker.
-DIARIZE_MIN_LABEL_S = env_float("DIARIZE_MIN_LABEL_S", 1.0)
+DIARIZE_MIN_LABEL_S = env_float("DIARIZE_MIN_LABEL_S", 0.5)
+# A turn's own evidence (diarization/scoring.py: attribute): the cosine it needs with the enrolled
+# voiceprint of its voice, its lead over the second-best enrolled voiceprint, and its lead over
+# the closest voice of the recording that is nobody enrolled; the penalty (similarity x s) the
+# frame assignment pays per change of voice.
+DIARIZE_TURN_THRESHOLD = env_float("DIARIZE_TURN_THRESHOLD", 0.65)
+DIARIZE_ENROLLED_MARGIN = env_float("DIARIZE_ENROLLED_MARGIN", 0.03)
+DIARIZE_UNENROLLED_MARGIN = env_float("DIARIZE_UNENROLLED_MARGIN", 0.03)
+DIARIZE_CHANGE_PENALTY = env_float("DIARIZE_CHANGE_PENALTY", 0.02)
+# What a voice not heard yet scores against every window: speech fitting no known voice better
+# is someone new (a stranger's few words are not folded into an enrolled voice).
+DIARIZE_NEW_VOICE_SCORE = env_float("DIARIZE_NEW_VOICE_SCORE", 0.7)
 DIARIZE_AFFINITY_PRUNING = env_float("DIARIZE_AFFINITY_PRUNING", 0.3)
 DIARIZE_MERGE_THRESHOLD = env_float("DIARIZE_MERGE_THRESHOLD", 0.93)
 # Two voices of one job carry the same enrolled id only when their scores are this close.
@@ -405,10 +416,14 @@ WEBHOOK_BACKOFF_S = env_float("WEBHOOK_BACKOFF_S", 5.0)
 WEBHOOK_MAX_BACKOFF_S = env_float("WEBHOOK_MAX_BACKOFF_S", 300.0)
 # Webhooks to private, loopback or link-local addresses are refused unless this is set.
 WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
-# Streaming: silence that ends a turn, the longest turn before a delta is forced, and the
-# similarity an unmatched turn needs to join a session's earlier spk_N.
+# Streaming: silence that ends speech, how often the rolling buffer is scored again, the
+# longest a delta may come after the audio it covers, and the similarity an unmatched stretch
+# needs to join a session's earlier spk_N.
 STREAM_END_OF_TURN_MS = env_int("STREAM_END_OF_TURN_MS", 300)
-STREAM_MAX_TURN_S = env_float("STREAM_MAX_TURN_S", 10.0)
+STREAM_STEP_S = env_float("STREAM_STEP_S", 0.5)
+STREAM_MAX_LATENCY_S = env_float("STREAM_MAX_LATENCY_S", 2.0)
+if not 0 < STREAM_STEP_S <= STREAM_MAX_LATENCY_S:
+    raise ImproperlyConfigured("STREAM_STEP_S is above 0 and at most STREAM_MAX_LATENCY_S.")
 STREAM_CLUSTER_THRESHOLD = env_float("STREAM_CLUSTER_THRESHOLD", 0.80)
 STREAM_BACKEND_NAME = env_str("STREAM_BACKEND_NAME", "A")
 STREAM_MAX_SESSION_S = env_float("STREAM_MAX_SESSION_S", 4 * 3600.0)

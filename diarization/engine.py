@@ -2,18 +2,23 @@
 
 The pipeline is built from pyannote.audio's pieces: speech regions come from Silero VAD (or
 a pyannote segmentation checkpoint, see ``diarization.segmentation``), speaker embeddings
-from the node's engine over sliding windows, the result is a ``pyannote.core.Annotation``.
-Windows are clustered (spectral clustering of their cosine affinities); each cluster's
-centroid is then compared with the tenant's enrolled voiceprints. A cluster that matches an
-enrolled speaker above the threshold carries that speaker's id; the others get ``spk_N`` in
-order of first appearance. Overlapped speech, and turns whose stretch of one voice (short
-pauses bridged) is under ``min_label_s``, are never given an enrolled speaker's id: the
-embedding of so little audio is not evidence enough.
+from the node's engine over 1.5 s windows every 0.25 s, the result is a
+``pyannote.core.Annotation``. Windows 0.75 s apart are clustered (spectral clustering of
+their cosine affinities); every frame then goes to one voice by the shared scoring path
+(``diarization.scoring``: all windows' scores against the voices' centroids and against a
+voice not heard yet, Viterbi with a penalty per change of voice), so a turn of half a second
+can be resolved and a stranger's few words become a voice of their own. Each cluster's centroid
+is compared with the tenant's enrolled voiceprints: a voice that matches an enrolled speaker
+above the threshold is that speaker's candidate; the others get ``spk_N`` in order of first
+appearance. A turn carries the enrolled id only when its own audio confirms it
+(``scoring.attribute``), and each segment says why it carries its label (``reason``).
+Overlapped speech, and turns whose stretch of one voice (short pauses bridged) is under
+``min_label_s``, are never given an enrolled speaker's id.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,22 +27,35 @@ from scipy.cluster.vq import kmeans2
 from scipy.linalg import eigh
 from scipy.optimize import linear_sum_assignment
 
+from diarization.scoring import (
+    FRAME_S,
+    MIN_EMBED_S,
+    SAMPLE_RATE,
+    Attribution,
+    Reason,
+    ScoringRules,
+    attribute,
+    frame_scores,
+    normalised_mean,
+    smooth_path,
+    to_frame,
+    window_spans,
+)
 from voice.engines import EmbeddingEngine
 from voice.gallery import EnrolledGallery
 
-SAMPLE_RATE = 16_000
-FRAME_S = 0.02  # label and confidence resolution
-WINDOW_S = 1.5
-HOP_S = 0.75
-# Speech shorter than this has no embedding of its own; it takes its neighbour's cluster.
-MIN_EMBED_S = 0.4
+# Clustering sees the windows 0.75 s apart: neighbours 0.25 s apart share most of their audio
+# and would only slow the spectral step down.
+CLUSTER_HOP_S = 0.75
+# Frame assignment, then centroids from the windows of one voice only, this many times.
+RESEGMENT_PASSES = 2
+# Speech that fits no cluster is a voice of its own only when there is at least this much.
+NEWCOMER_MIN_S = 1.0
 # Above this many windows, clustering runs on an even subset; the rest join the nearest centroid.
 MAX_CLUSTERED_WINDOWS = 4000
 # Clusters holding less speech than this are noise of the clustering: merged into the nearest.
 MIN_CLUSTER_S = 2.0
 MAX_SPEAKERS = 20
-# Softmax temperature of a window's vote over the clusters' centroids.
-VOTE_TEMPERATURE = 0.05
 # A pause shorter than this does not end a voice's stretch when judging "too short to label".
 RUN_GAP_S = 0.5
 # Enrolled candidates kept per cluster for exclusive matching against very large galleries.
@@ -56,7 +74,22 @@ class DiarizationOptions:
     affinity_pruning: float = 0.3
     merge_threshold: float = 0.93
     shared_match_margin: float = 0.05
-    min_label_s: float = 1.0
+    min_label_s: float = 0.5
+    turn_threshold: float = ScoringRules.turn_threshold
+    enrolled_margin: float = ScoringRules.enrolled_margin
+    unenrolled_margin: float = ScoringRules.unenrolled_margin
+    change_penalty: float = ScoringRules.change_penalty
+    new_voice_score: float = ScoringRules.new_voice_score
+
+    @property
+    def rules(self) -> ScoringRules:
+        return ScoringRules(
+            turn_threshold=self.turn_threshold,
+            enrolled_margin=self.enrolled_margin,
+            unenrolled_margin=self.unenrolled_margin,
+            change_penalty=self.change_penalty,
+            new_voice_score=self.new_voice_score,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,10 @@ class Turn:
     overlapped: bool = False
     # Length of the stretch of this voice the turn belongs to (pauses under RUN_GAP_S bridged).
     run_s: float = 0.0
+    # Index of that stretch in the recording (-1: not measured).
+    run: int = -1
+    # Whether its own evidence makes it its voice's enrolled speaker (set by ``identify``).
+    attribution: Attribution | None = None
 
 
 @dataclass
@@ -83,6 +120,9 @@ class Diarization:
     turns: list[Turn]
     centroids: np.ndarray
     frame_confidence: np.ndarray | None
+    # Each stretch's own embedding (by ``Turn.run``); a turn without one is judged by its
+    # voice's centroid.
+    evidence: dict[int, np.ndarray] = field(default_factory=dict)
     identified: dict[int, Identification] = field(default_factory=dict)
     cluster_labels: dict[int, str] = field(default_factory=dict)
     warnings: list[dict[str, str]] = field(default_factory=list)
@@ -91,11 +131,29 @@ class Diarization:
         self._number_clusters()
 
     def identify(self, gallery: EnrolledGallery | None, options: DiarizationOptions) -> None:
-        """(Re)labels the clusters that match an enrolled speaker; the rest get ``spk_N``."""
+        """(Re)labels the clusters that match an enrolled speaker (the rest get ``spk_N``),
+        then judges every turn of those on its own evidence."""
         self.identified = {}
         if options.identify and gallery is not None:
             self.identified = identify_clusters(self.centroids, gallery, options)
         self._number_clusters()
+        # The voices nobody enrolled that speak in the recording (a cluster the frames left
+        # with no turn is no one's voice).
+        unenrolled = sorted(self.cluster_labels)
+        voices = self.centroids[unenrolled]
+        for turn in self.turns:
+            who = self.identified.get(turn.cluster)
+            decided = attribute(
+                self.evidence.get(turn.run, self.centroids[turn.cluster]),
+                gallery,
+                who.speaker_id if who else None,
+                self.centroids[turn.cluster],
+                voices,
+                options.rules,
+            )
+            if decided.closer_voice is not None:
+                decided = replace(decided, closer_voice=unenrolled[decided.closer_voice])
+            turn.attribution = decided
 
     def _number_clusters(self) -> None:
         self.cluster_labels = {}
@@ -110,12 +168,23 @@ class Diarization:
         return sorted({w.speaker_id for w in self.identified.values()} & labels)
 
     def label_of(self, turn: Turn, min_label_s: float) -> str | None:
-        who = self.identified.get(turn.cluster)
-        if who is None:
-            return self.cluster_labels.get(turn.cluster)
-        if turn.overlapped or turn.run_s < min_label_s:
-            return None
-        return who.speaker_id
+        return self.decision(turn, min_label_s)[0]
+
+    def decision(self, turn: Turn, min_label_s: float) -> tuple[str | None, Reason]:
+        """The turn's label and why it carries it."""
+        if turn.cluster not in self.identified:
+            return self.cluster_labels.get(turn.cluster), Reason.UNENROLLED_VOICE
+        if turn.overlapped:
+            return None, Reason.OVERLAP
+        if turn.run_s < min_label_s:
+            return None, Reason.TOO_SHORT
+        decided = turn.attribution
+        if decided is None:  # identified by hand, never judged: no evidence, no enrolled id
+            return None, Reason.WEAK_MATCH
+        if decided.closer_voice is not None:
+            # As close to a voice nobody enrolled as to its own: that voice's spk_N.
+            return self.cluster_labels.get(decided.closer_voice), decided.reason
+        return decided.speaker_id, decided.reason
 
     def annotation(self, min_label_s: float, uri: str = "audio") -> Annotation:
         annotation = Annotation(uri=uri)
@@ -124,23 +193,6 @@ class Diarization:
             if label is not None:
                 annotation[Segment(turn.start, turn.end), index] = label
         return annotation
-
-
-def speech_spans(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sliding windows over each speech region."""
-    width, hop, shortest = (int(s * SAMPLE_RATE) for s in (WINDOW_S, HOP_S, MIN_EMBED_S))
-    spans: list[tuple[int, int]] = []
-    for start, end in regions:
-        if end - start < shortest:
-            continue
-        if end - start <= width:
-            spans.append((start, end))
-            continue
-        starts = list(range(start, end - width + 1, hop))
-        if starts[-1] + width < end:
-            starts.append(end - width)
-        spans.extend((s, s + width) for s in starts)
-    return spans
 
 
 def cluster_windows(
@@ -312,58 +364,139 @@ def diarize(
     """Diarizes 16 kHz mono ``samples`` whose speech lies in ``regions`` (sample ranges)."""
     duration_s = len(samples) / SAMPLE_RATE
     frames = int(np.ceil(duration_s / FRAME_S))
-    spans = speech_spans(regions)
+    spans = window_spans(regions)
     embeddings = engine.embed_spans(samples, spans)
     weights = np.asarray([(e - s) / SAMPLE_RATE for s, e in spans], dtype=np.float32)
-    assignment = cluster_windows(embeddings, weights, options)
+    # Every region keeps its windows 0.75 s apart (and its last one): short turns stay in.
+    sparse = set(window_spans(regions, hop_s=CLUSTER_HOP_S))
+    coarse = np.asarray([row for row, span in enumerate(spans) if span in sparse], dtype=int)
+    assignment = cluster_windows(embeddings[coarse], weights[coarse], options)
     clusters = sorted(set(assignment.tolist()))
 
     speech = np.zeros(frames, dtype=bool)
     for start, end in regions:
-        speech[_frame(start) : max(_frame(start) + 1, _frame(end))] = True
+        speech[to_frame(start) : max(to_frame(start) + 1, to_frame(end))] = True
     if not clusters:
         empty = np.zeros((0, engine.dimension), dtype=np.float32)
         return Diarization(duration_s, [], empty, _frame_scores(frames, options))
 
-    centroids = _centroids(embeddings, assignment, clusters)
-    similarity = embeddings @ centroids.T
-    own = similarity[np.arange(len(spans)), assignment]
-    if len(clusters) > 1:
-        others = np.where(np.eye(len(clusters), dtype=bool)[assignment], -np.inf, similarity)
-        window_confidence = np.clip((own - others.max(axis=1) + 0.1) / 0.3, 0.0, 1.0)
+    centroids = _centroids(embeddings[coarse], assignment, clusters)
+    winner = np.zeros(frames, dtype=int)
+    for _ in range(RESEGMENT_PASSES):
+        # The last column is a voice no cluster holds: speech that fits none (a stranger's
+        # few words the clustering merged away) becomes a voice of its own.
+        similarity = np.hstack(
+            [embeddings @ centroids.T, np.full((len(spans), 1), options.new_voice_score)]
+        )
+        scores, weight = frame_scores(spans, similarity, frames)
+        covered = speech & (weight > 0)
+        winner[covered] = smooth_path(scores[covered], options.change_penalty)
+        centroids = _pure_centroids(spans, embeddings, winner, covered, centroids)
+    newcomer = _newcomer_centroid(spans, embeddings, winner, covered, len(centroids))
+    room = len(centroids) < (options.num_speakers or options.max_speakers or MAX_SPEAKERS)
+    if newcomer is not None and room:
+        centroids = np.vstack([centroids, newcomer[None]])
     else:
-        window_confidence = np.clip((own - 0.5) / 0.4, 0.0, 1.0)
-
-    # Every window votes for its cluster over its frames, most strongly at its centre.
-    votes = np.zeros((len(clusters), frames), dtype=np.float32)
-    support = np.zeros(frames, dtype=np.float32)
-    # Soft votes: a window straddling a change of speaker shares its vote between them.
-    shares = np.exp((similarity - similarity.max(axis=1, keepdims=True)) / VOTE_TEMPERATURE)
-    shares /= shares.sum(axis=1, keepdims=True)
-    for row, ((start, end), conf) in enumerate(zip(spans, window_confidence, strict=True)):
-        a, b = _frame(start), max(_frame(start) + 1, _frame(end))
-        taper = np.hanning(b - a + 2)[1:-1].astype(np.float32)
-        votes[:, a:b] += shares[row][:, None] * taper[None, :]
-        support[a:b] += taper * conf * shares[row, assignment[row]]
-    winner = np.argmax(votes, axis=0)
-    total = votes.sum(axis=0)
-    covered = speech & (total > 0)
-    frame_conf = np.where(covered, support / np.maximum(total, 1e-9), 0.0)
+        # No one new after all (or the hints forbid one): every frame to a known voice.
+        scores = scores[:, : len(centroids)]
+        winner[covered] = smooth_path(scores[covered], options.change_penalty)
+    frame_conf = np.where(covered, _frame_confidence(scores, winner), 0.0)
     _fill_uncovered(winner, speech, covered)
 
     overlapped = np.zeros(frames, dtype=bool)
     for start, end in overlap or []:
-        overlapped[_frame(start) : _frame(end)] = True
+        overlapped[to_frame(start) : to_frame(end)] = True
     turns = _turns(winner, speech, frame_conf, overlapped)
+    evidence = _run_evidence(samples, turns, spans, embeddings, engine)
 
-    scores = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
-    diarization = Diarization(duration_s, turns, centroids, scores)
+    scores_out = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
+    diarization = Diarization(duration_s, turns, centroids, scores_out, evidence=evidence)
     diarization.identify(gallery, options)
     return diarization
 
 
-def _frame(sample: int) -> int:
-    return int(round(sample / SAMPLE_RATE / FRAME_S))
+def _pure_centroids(
+    spans: list[tuple[int, int]],
+    embeddings: np.ndarray,
+    winner: np.ndarray,
+    covered: np.ndarray,
+    centroids: np.ndarray,
+) -> np.ndarray:
+    """Each voice's centroid again, from the windows whose frames are all that voice's:
+    windows straddling a change of speaker blur the clustering's centroids."""
+    owner = np.full(len(spans), -1)
+    for row, (start, end) in enumerate(spans):
+        a, b = to_frame(start), max(to_frame(start) + 1, to_frame(end))
+        voices = winner[a:b][covered[a:b]]
+        if len(voices) and (voices == voices[0]).all():
+            owner[row] = voices[0]
+    out = centroids.copy()
+    for voice in range(len(centroids)):
+        if (owner == voice).any():
+            out[voice] = normalised_mean(embeddings[owner == voice])
+    return out
+
+
+def _newcomer_centroid(
+    spans: list[tuple[int, int]],
+    embeddings: np.ndarray,
+    winner: np.ndarray,
+    covered: np.ndarray,
+    newcomer: int,
+) -> np.ndarray | None:
+    """The centroid of the frames no cluster held, from the windows mostly over them; none
+    when they hold less than NEWCOMER_MIN_S of speech (a word too few to be anyone)."""
+    if (winner[covered] == newcomer).sum() * FRAME_S < NEWCOMER_MIN_S:
+        return None
+    rows = []
+    for row, (start, end) in enumerate(spans):
+        a, b = to_frame(start), max(to_frame(start) + 1, to_frame(end))
+        voices = winner[a:b][covered[a:b]]
+        if len(voices) and (voices == newcomer).mean() > 0.5:
+            rows.append(row)
+    if not rows:
+        return None
+    return normalised_mean(embeddings[rows])
+
+
+def _frame_confidence(scores: np.ndarray, winner: np.ndarray) -> np.ndarray:
+    """How clearly each frame's voice beats the next best (one voice: how well it fits)."""
+    own = scores[np.arange(len(scores)), winner]
+    if scores.shape[1] > 1:
+        others = scores.copy()
+        others[np.arange(len(scores)), winner] = -np.inf
+        return np.clip((own - others.max(axis=1) + 0.1) / 0.3, 0.0, 1.0)
+    return np.clip((own - 0.5) / 0.4, 0.0, 1.0)
+
+
+def _run_evidence(
+    samples: np.ndarray,
+    turns: list[Turn],
+    spans: list[tuple[int, int]],
+    embeddings: np.ndarray,
+    engine: EmbeddingEngine,
+) -> dict[int, np.ndarray]:
+    """Each stretch's own embedding: the mean of the windows that lie wholly inside it, or,
+    for a stretch shorter than a window, the embedding of its own audio (never its
+    neighbours')."""
+    bounds: dict[int, list[tuple[int, int]]] = {}
+    for turn in turns:
+        piece = (int(turn.start * SAMPLE_RATE), int(turn.end * SAMPLE_RATE))
+        bounds.setdefault(turn.run, []).append(piece)
+    starts = np.asarray([s for s, _ in spans], dtype=np.int64)
+    ends = np.asarray([e for _, e in spans], dtype=np.int64)
+    evidence: dict[int, np.ndarray] = {}
+    for run, pieces in bounds.items():
+        inside = np.zeros(len(spans), dtype=bool)
+        for start, end in pieces:
+            inside |= (starts >= start) & (ends <= end)
+        if inside.any():
+            evidence[run] = normalised_mean(embeddings[inside])
+            continue
+        audio = np.concatenate([samples[start:end] for start, end in pieces])
+        if len(audio) >= MIN_EMBED_S * SAMPLE_RATE:
+            evidence[run] = engine.embed(audio)
+    return evidence
 
 
 def _frame_scores(frames: int, options: DiarizationOptions) -> np.ndarray | None:
@@ -416,8 +549,9 @@ def _turns(
 
 
 def _measure_runs(turns: list[Turn]) -> None:
-    """Sets each turn's ``run_s``: a voice's speech split by short pauses is one stretch."""
-    first = 0
+    """Sets each turn's ``run`` and ``run_s``: a voice's speech split by short pauses is one
+    stretch."""
+    first = runs = 0
     for index in range(1, len(turns) + 1):
         ends_run = (
             index == len(turns)
@@ -430,6 +564,8 @@ def _measure_runs(turns: list[Turn]) -> None:
             run = turns[index - 1].end - turns[first].start
             for turn in turns[first:index]:
                 turn.run_s = round(run, 3)
+                turn.run = runs
+            runs += 1
             first = index
 
 
@@ -444,15 +580,18 @@ def as_result(
     """
     segments = []
     for turn in diarization.turns:
-        label = diarization.label_of(turn, options.min_label_s)
+        label, reason = diarization.decision(turn, options.min_label_s)
         segment: dict[str, Any] = {
             "start": turn.start,
             "end": turn.end,
             "speaker_label": label,
             "confidence": turn.confidence,
+            "reason": str(reason),
         }
+        if turn.attribution is not None and turn.attribution.score is not None:
+            segment["turn_score"] = turn.attribution.score
         if label is None:
-            segment["unlabelled_reason"] = "overlap" if turn.overlapped else "too_short"
+            segment["unlabelled_reason"] = str(reason)
         segments.append(segment)
     # Only voices that label at least one segment are reported.
     speech: dict[str, float] = {}

@@ -358,6 +358,7 @@ def complete_without_node(job_id: str, attempt: int, reason: str) -> str:
             "end": round(end / 16_000, 3),
             "speaker_label": None,
             "confidence": None,
+            "reason": "diarization_unavailable",
             "unlabelled_reason": "diarization_unavailable",
         }
         for start, end in regions

@@ -14,7 +14,7 @@ from silero_vad import load_silero_vad
 from audit.services import record_event
 from common import rate_limits
 from diarization.selectors import stream_gallery
-from diarization.services.tuning import identification_threshold
+from diarization.services.tuning import identification_threshold, scoring_rules
 from diarization.streaming import StreamDiarizer, StreamError, StreamSettings
 from enrollment.models import EnrollmentStatus, Speaker
 from tenancy.auth import ApiPrincipal, current_principal
@@ -112,10 +112,12 @@ def _stream_diarizer(
     )
     tuning = StreamSettings(
         end_of_turn_ms=settings.STREAM_END_OF_TURN_MS,
-        max_turn_s=settings.STREAM_MAX_TURN_S,
         cluster_threshold=settings.STREAM_CLUSTER_THRESHOLD,
         threshold=identification_threshold(principal.tenant, None),
         min_label_s=settings.DIARIZE_MIN_LABEL_S,
+        step_s=settings.STREAM_STEP_S,
+        max_latency_s=settings.STREAM_MAX_LATENCY_S,
+        rules=scoring_rules(),
     )
     diarizer = StreamDiarizer(
         engine,

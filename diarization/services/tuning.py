@@ -9,6 +9,7 @@ from django.conf import settings
 from common.uploads import MULTIPART_OVERHEAD_BYTES
 from diarization.engine import DiarizationOptions
 from diarization.models import DiarizationJob
+from diarization.scoring import ScoringRules
 from tenancy.models import Tenant
 
 
@@ -27,7 +28,23 @@ def service_tuning() -> dict[str, Any]:
         "affinity_pruning": settings.DIARIZE_AFFINITY_PRUNING,
         "merge_threshold": settings.DIARIZE_MERGE_THRESHOLD,
         "shared_match_margin": settings.DIARIZE_SHARED_MATCH_MARGIN,
+        "turn_threshold": settings.DIARIZE_TURN_THRESHOLD,
+        "enrolled_margin": settings.DIARIZE_ENROLLED_MARGIN,
+        "unenrolled_margin": settings.DIARIZE_UNENROLLED_MARGIN,
+        "change_penalty": settings.DIARIZE_CHANGE_PENALTY,
+        "new_voice_score": settings.DIARIZE_NEW_VOICE_SCORE,
     }
+
+
+def scoring_rules() -> ScoringRules:
+    """The rules a turn's own evidence is judged by, in batch and streaming alike."""
+    return ScoringRules(
+        turn_threshold=settings.DIARIZE_TURN_THRESHOLD,
+        enrolled_margin=settings.DIARIZE_ENROLLED_MARGIN,
+        unenrolled_margin=settings.DIARIZE_UNENROLLED_MARGIN,
+        change_penalty=settings.DIARIZE_CHANGE_PENALTY,
+        new_voice_score=settings.DIARIZE_NEW_VOICE_SCORE,
+    )
 
 
 def options_for(job: DiarizationJob) -> DiarizationOptions:

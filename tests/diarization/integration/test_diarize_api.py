@@ -87,6 +87,7 @@ def test_with_no_node_the_job_completes_with_a_warning_and_its_audio_is_deleted(
     assert [w["code"] for w in body["warnings"]] == ["diarization_unavailable"]
     assert body["result"]["segments"]
     assert all(s["speaker_label"] is None for s in body["result"]["segments"])
+    assert {s["reason"] for s in body["result"]["segments"]} == {"diarization_unavailable"}
     assert job.audio_deleted_at is not None
     assert stored_keys(s3_blob_store) == []
     assert AuditEvent.objects.filter(action="diarization.completed").count() == 1

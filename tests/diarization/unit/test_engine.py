@@ -10,7 +10,16 @@ from pyannote.database.util import load_rttm
 from pyannote.metrics.diarization import DiarizationErrorRate
 from pyannote.metrics.identification import IdentificationErrorRate
 
-from diarization.engine import FRAME_S, Diarization, DiarizationOptions, Turn, as_result, diarize
+from diarization.engine import (
+    FRAME_S,
+    Diarization,
+    DiarizationOptions,
+    Turn,
+    _measure_runs,
+    as_result,
+    diarize,
+)
+from diarization.scoring import Reason
 from tests import audio
 from voice.engines import get_engine
 from voice.gallery import EnrolledGallery
@@ -62,13 +71,13 @@ def test_with_no_one_enrolled_the_sample_is_diarized_within_20_percent_der():
     assert first[0] < first[1]
 
 
-def test_with_both_enrolled_the_sample_is_identified_within_15_percent_ier():
+def test_with_both_enrolled_the_sample_is_identified_within_5_percent_ier_at_the_nist_collar():
     result = run(enrolled_gallery())
-    hypothesis = result.annotation(min_label_s=1.0, uri="sample")
+    hypothesis = result.annotation(min_label_s=0.5, uri="sample")
 
     assert sorted(hypothesis.labels()) == ["speaker90", "speaker91"]
     ier = IdentificationErrorRate(collar=NIST_COLLAR)(reference(), hypothesis)
-    assert ier <= 0.15, ier
+    assert ier <= 0.05, ier
     # Without any collar the sample's sub-second turns and overlap weigh in (see README).
     assert IdentificationErrorRate()(reference(), hypothesis) <= 0.17
     for who in result.identified.values():
@@ -137,21 +146,16 @@ def test_confidence_scores_cover_the_audio_frame_by_frame():
         assert 0.0 <= segment["confidence"] <= 1.0
 
 
-def identified(turns: list[Turn]) -> Diarization:
-    from diarization.engine import Identification
-
-    result = Diarization(
-        duration_s=10.0,
-        turns=turns,
-        centroids=np.zeros((1, 256), dtype=np.float32),
-        frame_confidence=None,
-    )
-    result.identified = {0: Identification("alice-id", 0.95, 0.6)}
+def identified(turns: list[Turn], options: DiarizationOptions) -> Diarization:
+    """One voice, identified as alice-id (score 1.0); bob-id scores 0.6 against it."""
+    voice = np.eye(1, 256, dtype=np.float32)
+    bob = (0.6 * np.eye(1, 256, 0) + 0.8 * np.eye(1, 256, 1)).astype(np.float32)
+    result = Diarization(duration_s=10.0, turns=turns, centroids=voice, frame_confidence=None)
+    result.identify(EnrolledGallery(["alice-id", "bob-id"], np.vstack([voice, bob])), options)
     return result
 
 
 def test_short_and_overlapped_speech_is_never_given_an_enrolled_id():
-    from diarization.engine import _measure_runs
 
     turns = [
         Turn(start=0.0, end=0.6, cluster=0, confidence=0.9),  # alone: too short
@@ -160,14 +164,17 @@ def test_short_and_overlapped_speech_is_never_given_an_enrolled_id():
         Turn(start=5.0, end=8.0, cluster=0, confidence=0.9, overlapped=True),
     ]
     _measure_runs(turns)
-    body = as_result(identified(turns), DiarizationOptions())
-    labels = [(s["speaker_label"], s.get("unlabelled_reason")) for s in body["segments"]]
+    options = DiarizationOptions(min_label_s=1.0)
+    body = as_result(identified(turns, options), options)
+    labels = [
+        (s["speaker_label"], s.get("unlabelled_reason"), s["reason"]) for s in body["segments"]
+    ]
 
     assert labels == [
-        (None, "too_short"),
-        ("alice-id", None),
-        ("alice-id", None),
-        (None, "overlap"),
+        (None, "too_short", "too_short"),
+        ("alice-id", None, "enrolled_match"),
+        ("alice-id", None, "enrolled_match"),
+        (None, "overlap", "overlap"),
     ]
     assert body["speakers"][0]["speaker_label"] == "alice-id"
     assert body["speakers"][0]["enrolled"] is True
@@ -202,3 +209,52 @@ def test_a_speaker_count_hint_on_too_little_speech_does_not_fail(seconds):
     spans = [(r.start, r.end) for r in found]
     result = diarize(samples, spans, get_engine(), None, DiarizationOptions(num_speakers=2))
     assert len(result.centroids) <= 1
+
+
+def test_every_segment_says_why_it_carries_its_label():
+    options = DiarizationOptions()
+    body = as_result(run(enrolled_gallery()), options)
+
+    reasons = {segment["reason"] for segment in body["segments"]}
+    assert reasons <= {str(reason) for reason in Reason}
+    for segment in body["segments"]:
+        if segment["reason"] == "enrolled_match":
+            assert segment["speaker_label"] in ("speaker90", "speaker91")
+            assert segment["turn_score"] >= options.turn_threshold
+        else:
+            assert segment["speaker_label"] not in ("speaker90", "speaker91")
+
+
+def test_a_strangers_short_turn_between_an_enrolled_speakers_turns_is_not_given_their_id():
+    # A speaks, a voice nobody enrolled says a few words (B's speech slowed to two thirds:
+    # 1.2 s), A speaks again. Only A is enrolled.
+    pause = audio.silence(0.2)
+    stranger = audio.other_voice(audio.clip([(25.0, 25.8)]))
+    samples = np.concatenate(
+        [audio.clip([(10.6, 14.45)]), pause, stranger, pause, audio.clip([(18.6, 21.4)])]
+    )
+    stranger_from = 3.85 + 0.2
+    stranger_to = stranger_from + len(stranger) / audio.RATE
+    only_a = EnrolledGallery(["speaker90"], voiceprint(CLIP_A)[None])
+    found = get_vad().speech_regions(samples, pad_ms=100)
+    result = diarize(
+        samples, [(r.start, r.end) for r in found], get_engine(), only_a, DiarizationOptions()
+    )
+    body = as_result(result, DiarizationOptions())
+
+    during = [
+        s
+        for s in body["segments"]
+        if min(s["end"], stranger_to) - max(s["start"], stranger_from) > 0.1
+    ]
+    assert during
+    for segment in during:
+        inside = min(segment["end"], stranger_to) - max(segment["start"], stranger_from)
+        # A segment that is mostly the stranger's never carries A's id.
+        if inside > 0.5 * (segment["end"] - segment["start"]):
+            assert segment["speaker_label"] != "speaker90", segment
+            assert segment["reason"] != "enrolled_match"
+    # A is still named for A's own speech.
+    assert any(
+        s["speaker_label"] == "speaker90" and s["end"] < stranger_from for s in body["segments"]
+    )
