@@ -37,3 +37,7 @@ class NodeStatusSerializer(serializers.Serializer):
     model_version = serializers.CharField()
     warm_count = serializers.IntegerField(help_text="Speakers of this tenant the node holds.")
     last_seen_at = serializers.DateTimeField(allow_null=True)
+    voiceprints_missing = serializers.IntegerField(
+        help_text="Speakers of this tenant with no stored voiceprint of the node's model "
+        "(id and version): the node computes them from the recordings in the background."
+    )
