@@ -30,10 +30,10 @@ RATE = 16_000
 def isolate_environment(name: str) -> None:
     """Points this process and its children at a fresh database and Redis of their own.
 
-    With DATABASE_URL set, a database ``bench_<name>`` is (re)created on that server;
-    without it, an embedded server keeps its data under .data/bench-<name>. Redis: with
-    REDIS_URL on TCP, database 14; without it, an embedded one. Nothing a benchmark
-    writes lands in the service's own data.
+    With DATABASE_URL set, a database ``bench_<name>`` (or ``BENCH_DATABASE``) is (re)created
+    on that server; without it, an embedded server keeps its data under .data/bench-<name>.
+    Redis: with REDIS_URL on TCP, database 14 (or ``BENCH_REDIS_DB``); without it, an embedded
+    one. Nothing a benchmark writes lands in the service's own data.
     """
     from urllib.parse import urlparse, urlunparse
 
@@ -55,7 +55,7 @@ def isolate_environment(name: str) -> None:
     os.environ["SCAIECHO_DATA_DIR"] = str(data_dir)
     os.environ["BLOB_LOCAL_DIR"] = str(data_dir / "blobs")
     if url := os.environ.get("DATABASE_URL"):
-        database = f"bench_{name}"
+        database = os.environ.get("BENCH_DATABASE") or f"bench_{name}"
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{database}"')
@@ -64,7 +64,8 @@ def isolate_environment(name: str) -> None:
     # the embedded one): the processes it starts warn about that role instead of refusing.
     os.environ.setdefault("DATABASE_ROLE_CHECK", "warn")
     if (redis_url := os.environ.get("REDIS_URL")) and redis_url.startswith("redis://"):
-        os.environ["REDIS_URL"] = urlunparse(urlparse(redis_url)._replace(path="/14"))
+        redis_db = os.environ.get("BENCH_REDIS_DB", "14")
+        os.environ["REDIS_URL"] = urlunparse(urlparse(redis_url)._replace(path=f"/{redis_db}"))
         import redis
 
         redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()

@@ -14,6 +14,10 @@ class EnrollmentStatus(models.TextChoices):
     EVICTED = "evicted"
 
 
+# The statuses a node holds a speaker in (and computes a missing voiceprint for).
+WARMABLE_STATUSES = (EnrollmentStatus.PENDING, EnrollmentStatus.READY)
+
+
 class Speaker(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="speakers")

@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 
 from data_keys.crypto import CiphertextRejected, SpeakerKey, field_context
+from data_keys.models import DataKey
 from data_keys.selectors import speaker_key, speaker_keys
+from data_keys.wrapping import unwrap_data_key
 from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
 
 logger = logging.getLogger(__name__)
@@ -175,6 +178,77 @@ def open_voiceprints(
         except VoiceprintRefused as exc:
             logger.warning("refused a stored voiceprint: %s", exc)
             opened.refused.append(pk)
+    return opened
+
+
+@dataclass
+class StoredBatch:
+    """Stored voiceprints of one model opened together: row ``i`` of ``vectors`` belongs to
+    ``speaker_ids[i]`` (of ``tenant_ids[i]``, enrolled from ``reference_sha256s[i]``)."""
+
+    speaker_ids: list[uuid.UUID]
+    tenant_ids: list[uuid.UUID]
+    reference_sha256s: list[str]
+    vectors: np.ndarray
+    refused: list[uuid.UUID]
+
+
+def stream_stored_voiceprints(
+    model_id: str,
+    model_version: str,
+    statuses: Sequence[str],
+    batch_size: int,
+    tenant_ids: Sequence[uuid.UUID] | None = None,
+) -> Iterator[StoredBatch]:
+    """Every stored voiceprint of one model whose speaker is in ``statuses`` (and of one of
+    ``tenant_ids``, unless None), opened a batch at a time: one query through a server-side
+    cursor, each row with its speaker's wrapped data key (an erased speaker has neither key nor
+    row), nothing else queried per batch."""
+    sql = (
+        "SELECT v.speaker_id, s.tenant_id, s.reference_sha256, v.ciphertext, v.vector_sha256, "
+        "k.wrapped_key, k.wrapping_key_id "
+        f"FROM {Voiceprint._meta.db_table} v "
+        f"JOIN {Speaker._meta.db_table} s ON s.id = v.speaker_id "
+        f"JOIN {DataKey._meta.db_table} k ON k.speaker_id = v.speaker_id "
+        "WHERE v.model_id = %s AND v.model_version = %s AND s.enrollment_status = ANY(%s)"
+    )
+    params: list[Any] = [model_id, model_version, list(statuses)]
+    if tenant_ids is not None:
+        sql += " AND s.tenant_id = ANY(%s)"
+        params.append(list(tenant_ids))
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(batch_size):
+            yield _open_rows(rows, model_id, model_version)
+
+
+def _open_rows(rows: list[tuple], model_id: str, model_version: str) -> StoredBatch:
+    opened = StoredBatch([], [], [], np.zeros((0, 0), VOICEPRINT_DTYPE), [])
+    plains = []
+    for speaker_id, tenant_id, reference_sha256, ciphertext, stamp, wrapped, key_id in rows:
+        key = unwrap_data_key(speaker_id, wrapped, key_id)
+        try:
+            plain = key.decrypt(
+                voiceprint_context(speaker_id, model_id, model_version), bytes(ciphertext)
+            )
+        except CiphertextRejected as exc:
+            logger.warning("refused a stored voiceprint: voiceprint of %s: %s", speaker_id, exc)
+            opened.refused.append(speaker_id)
+            continue
+        if hashlib.sha256(plain).hexdigest() != stamp:
+            logger.warning(
+                "refused a stored voiceprint: voiceprint of %s: its stamp does not match",
+                speaker_id,
+            )
+            opened.refused.append(speaker_id)
+            continue
+        plains.append(plain)
+        opened.speaker_ids.append(speaker_id)
+        opened.tenant_ids.append(tenant_id)
+        opened.reference_sha256s.append(reference_sha256)
+    if plains:
+        # One buffer for the batch: each speaker's vector is a row of it, not an array of its own.
+        opened.vectors = np.frombuffer(b"".join(plains), VOICEPRINT_DTYPE).reshape(len(plains), -1)
     return opened
 
 

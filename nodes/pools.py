@@ -136,6 +136,18 @@ def pool_of_tenant(tenant_id: uuid.UUID | str) -> str:
     return pools.pool_of(slug)
 
 
+def tenant_ids_served_by(pool: str) -> list[uuid.UUID] | None:
+    """The ids of the pool's tenants; None when the pool serves every tenant."""
+    pools = configured_pools()
+    if pools.serves_every_tenant(pool):
+        return None
+    return [
+        tenant_id
+        for tenant_id, slug in Tenant.objects.values_list("id", "slug")
+        if pools.pool_of(slug) == pool
+    ]
+
+
 def tenant_candidate_node_ids(tenant_id: uuid.UUID | str) -> list[str]:
     """Live pyannote nodes of the tenant's pool: where its speakers and jobs go."""
     return registry.candidate_node_ids(pool=pool_of_tenant(tenant_id))

@@ -48,6 +48,11 @@ class Gallery:
             self._entries[speaker_id] = entry
             self._version += 1
 
+    def put_many(self, entries: dict[str, GalleryEntry]) -> None:
+        with self._lock:
+            self._entries.update(entries)
+            self._version += 1
+
     def get(self, speaker_id: str) -> GalleryEntry | None:
         with self._lock:
             return self._entries.get(speaker_id)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
+from enrollment.models import WARMABLE_STATUSES, EnrollmentStatus, Speaker, Voiceprint
 from nodes import pools, registry
 from nodes.models import AssignmentState, Node, NodeAssignment
 from tenancy.models import Tenant
@@ -21,6 +23,7 @@ class NodeStatus:
     model_version: str
     warm_count: int
     last_seen_at: datetime | None
+    voiceprints_missing: int
     pool: str | None = None
 
 
@@ -41,6 +44,9 @@ def node_statuses(tenant: Tenant) -> list[NodeStatus]:
         .annotate(n=Count("id"))
         .values_list("node_id", "n")
     )
+    missing = voiceprints_missing(
+        (_model_of(beats.get(n), rows.get(n)) for n in set(beats) | set(rows)), tenant
+    )
     statuses = []
     for node_id in sorted(set(beats) | set(rows)):
         beat, row = beats.get(node_id), rows.get(node_id)
@@ -58,9 +64,49 @@ def node_statuses(tenant: Tenant) -> list[NodeStatus]:
                 warm_count=int(warm_counts.get(node_id, 0)),
                 last_seen_at=row.last_seen_at if row else None,
                 pool=beat.pool if beat else None,
+                voiceprints_missing=missing[_model_of(beat, row)],
             )
         )
     return statuses
+
+
+def _model_of(beat: registry.Heartbeat | None, row: Node | None) -> tuple[str, str]:
+    """The model a node runs: its heartbeat's when alive, else its row's."""
+    if beat is not None:
+        return beat.model_id, beat.model_version
+    return (row.model_id, row.model_version) if row is not None else ("", "")
+
+
+def voiceprints_missing(
+    models: Iterable[tuple[str, str]], tenant: Tenant | None = None
+) -> dict[tuple[str, str], int]:
+    """Per embedding model (id, version): the warmable speakers (of the tenant, or of every
+    tenant) with no stored voiceprint of that model, which a node of that model computes from
+    the recordings. Counts grouped by model, nothing read per speaker: the stored rows of every
+    speaker (an index-only scan), less those of the few speakers held or failed (an erased
+    speaker has none)."""
+    wanted = set(models)
+    if not wanted:
+        return {}
+    speakers = Speaker.objects.filter(enrollment_status__in=WARMABLE_STATUSES)
+    stored = Voiceprint.objects.filter(model_id__in={model_id for model_id, _ in wanted})
+    if tenant is not None:
+        speakers, stored = speakers.filter(tenant=tenant), stored.filter(tenant=tenant)
+    unwarmable = [s for s in EnrollmentStatus.values if s not in WARMABLE_STATUSES]
+    warmable = speakers.count()
+    counts = _per_model(stored)
+    for model, n in _per_model(stored.filter(speaker__enrollment_status__in=unwarmable)).items():
+        counts[model] -= n
+    return {model: warmable - counts.get(model, 0) for model in wanted}
+
+
+def _per_model(voiceprints: QuerySet[Voiceprint]) -> dict[tuple[str, str], int]:
+    return {
+        (model_id, model_version): n
+        for model_id, model_version, n in voiceprints.values("model_id", "model_version")
+        .annotate(n=Count("id"))
+        .values_list("model_id", "model_version", "n")
+    }
 
 
 def assignments_for_speaker(speaker_id: str) -> list[NodeAssignment]:

@@ -19,11 +19,12 @@ from redis.exceptions import RedisError
 from common.redis_client import redis_client
 from enrollment.models import Speaker
 from nodes import registry
+from nodes.selectors import voiceprints_missing
 
 
 class LiveStateCollector(Collector):
-    """Queue depth per queue, nodes alive, gallery per node, speakers by status: read when
-    scraped."""
+    """Queue depth per queue, nodes alive, gallery and missing voiceprints per node, speakers
+    by status: read when scraped."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
@@ -39,6 +40,7 @@ class LiveStateCollector(Collector):
             statuses = list(
                 Speaker.objects.values_list("enrollment_status").order_by().annotate(n=Count("id"))
             )
+            missing = voiceprints_missing((b.model_id, b.model_version) for b in beats.values())
         except (RedisError, DatabaseError):
             up.add_metric([], 0.0)
             yield up
@@ -64,6 +66,14 @@ class LiveStateCollector(Collector):
         for node_id, beat in beats.items():
             galleries.add_metric([node_id], float(beat.gallery_size))
         yield galleries
+        to_compute = GaugeMetricFamily(
+            "scaiecho_node_voiceprints_missing",
+            "Speakers of every tenant with no stored voiceprint of each live node's model.",
+            labels=["node"],
+        )
+        for node_id, beat in beats.items():
+            to_compute.add_metric([node_id], float(missing[(beat.model_id, beat.model_version)]))
+        yield to_compute
         speakers = GaugeMetricFamily(
             "scaiecho_speakers", "Speakers by enrollment status.", labels=["status"]
         )

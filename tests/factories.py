@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
+from common.blobs import get_blob_store, sha256_hex
 from data_keys.selectors import speaker_key
 from data_keys.services import create_data_key
 from enrollment.models import EnrollmentStatus, Speaker
@@ -57,6 +58,19 @@ def make_speaker(tenant: Tenant, name: str = "Speaker") -> Speaker:
         embedding_model_version="v",
     )
     create_data_key(speaker_id=speaker.id, tenant_id=tenant.id)
+    return speaker
+
+
+def speaker_with_reference(
+    tenant: Tenant, name: str = "Speaker", ranges: Sequence[tuple[float, float]] = audio.SPEAKER_A
+) -> Speaker:
+    """A ready speaker whose reference (a clip of the pyannote sample) is in the blob store, and
+    no stored voiceprint: what a node or ``reembed`` computes one from."""
+    speaker = make_speaker(tenant, name)
+    data = audio.encode(audio.clip(list(ranges)))
+    get_blob_store().put(speaker.reference_blob_key, data)
+    Speaker.objects.filter(id=speaker.id).update(reference_sha256=sha256_hex(data))
+    speaker.refresh_from_db()
     return speaker
 
 

@@ -40,3 +40,7 @@ class NodeStatusSerializer(serializers.Serializer):
     pool = serializers.CharField(
         allow_null=True, help_text="The node's pool (NODE_POOLS); null when not heartbeating."
     )
+    voiceprints_missing = serializers.IntegerField(
+        help_text="Speakers of this tenant with no stored voiceprint of the node's model "
+        "(id and version): the node computes them from the recordings in the background."
+    )

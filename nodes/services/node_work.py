@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import random
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -21,18 +22,19 @@ from audit.services import confirm_erasure
 from common.audio import AudioRejected, decode_audio
 from common.blobs import BlobMissing, BlobStoreError, get_blob_store, sha256_hex
 from enrollment import lifecycle
-from enrollment.models import EnrollmentStatus, Speaker, Voiceprint
+from enrollment.models import WARMABLE_STATUSES, EnrollmentStatus, Speaker
 from enrollment.voiceprints import (
     VoiceprintRefused,
     load_voiceprint,
     node_author,
-    open_voiceprints,
     store_computed_voiceprint,
+    stream_stored_voiceprints,
 )
 from nodes import pools, registry
 from nodes.models import AssignmentState, Node, NodeAssignment
 from nodes.runtime import GalleryEntry, NodeRuntime
-from nodes.services.orchestrator import WARMABLE, schedule_warm
+from nodes.services.orchestrator import schedule_warm
+from voice.engines import EmbeddingEngine
 from voice.vad import get_vad, speech_only
 
 logger = logging.getLogger(__name__)
@@ -87,15 +89,21 @@ def start_node(runtime: NodeRuntime) -> int:
         time.perf_counter() - started,
         loaded.refused,
     )
-    held = set(runtime.gallery.speaker_ids())
     with transaction.atomic():
         # What the store did not give (no vector of this model, a refused one, or enrolled
         # while the gallery loaded) goes through the warm task, which computes it if need be.
-        warmable = Speaker.objects.filter(
-            pools.configured_pools().served_by(runtime.pool), enrollment_status__in=WARMABLE
+        # The loaded ones are those recorded warm by this boot, in the load's transactions.
+        held = NodeAssignment.objects.filter(
+            node_id=runtime.node_id, boot_id=runtime.boot_id, state=AssignmentState.WARM
         )
-        missing = [s for s in warmable.values_list("id", flat=True) if str(s) not in held]
-        speakers = list(Speaker.objects.filter(id__in=missing).order_by("created_at"))
+        speakers = list(
+            Speaker.objects.filter(
+                pools.configured_pools().served_by(runtime.pool),
+                enrollment_status__in=WARMABLE_STATUSES,
+            )
+            .exclude(id__in=held.values("speaker_id"))
+            .order_by("created_at", "id")
+        )
         for speaker in speakers:
             schedule_warm(speaker, [runtime.node_id])
     return len(speakers)
@@ -132,85 +140,100 @@ class GalleryLoad:
 
 def load_gallery(runtime: NodeRuntime) -> GalleryLoad:
     """Loads every stored voiceprint of this node's model into its gallery: one query streamed
-    through a server-side cursor, the rows' keys unwrapped with one query per batch, nothing
-    fetched from the blob store."""
+    through a server-side cursor (rows and their wrapped keys), nothing fetched from the blob
+    store. While one batch is recorded (PostgreSQL and Redis, on a thread of its own with its
+    own connection) the next is decrypted."""
     engine = runtime.engine
-    rows = Voiceprint.objects.filter(
-        pools.configured_pools().served_by(runtime.pool),
-        model_id=engine.model_id,
-        model_version=engine.model_version,
-        speaker__enrollment_status__in=WARMABLE,
-    ).values_list(
-        "id",
-        "speaker_id",
-        "tenant_id",
-        "ciphertext",
-        "vector_sha256",
-        "speaker__reference_sha256",
-    )
     load = GalleryLoad()
-    streamed = rows.iterator(chunk_size=LOAD_BATCH)
-    while batch := list(itertools.islice(streamed, LOAD_BATCH)):
-        opened = open_voiceprints(
-            ((r[1], r[3], r[4]) for r in batch), engine.model_id, engine.model_version
-        )
-        load.refused += len(opened.refused)
-        entries = {
-            r[1]: GalleryEntry(
-                tenant_id=str(r[2]),
-                vector=opened.vectors[r[1]],
-                model_id=engine.model_id,
-                model_version=engine.model_version,
-                reference_sha256=r[5],
-            )
-            for r in batch
-            if r[1] in opened.vectors
-        }
-        load.count += _record_loaded(runtime, entries)
+    recording: deque[Future[int]] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix=f"load-{runtime.node_id}") as recorder:
+        try:
+            for batch in stream_stored_voiceprints(
+                engine.model_id,
+                engine.model_version,
+                WARMABLE_STATUSES,
+                LOAD_BATCH,
+                tenant_ids=pools.tenant_ids_served_by(runtime.pool),
+            ):
+                load.refused += len(batch.refused)
+                entries = {
+                    speaker_id: GalleryEntry(
+                        tenant_id=str(tenant_id),
+                        vector=vector,
+                        model_id=engine.model_id,
+                        model_version=engine.model_version,
+                        reference_sha256=reference_sha256,
+                    )
+                    for speaker_id, tenant_id, reference_sha256, vector in zip(
+                        batch.speaker_ids,
+                        batch.tenant_ids,
+                        batch.reference_sha256s,
+                        batch.vectors,
+                        strict=True,
+                    )
+                }
+                recording.append(recorder.submit(_record_loaded, runtime, entries))
+                # At most one batch waits behind the one being recorded: bounded memory.
+                if len(recording) > 1:
+                    load.count += recording.popleft().result()
+            while recording:
+                load.count += recording.popleft().result()
+        finally:
+            recorder.submit(_close_thread_connection).result()
     return load
+
+
+def _close_thread_connection() -> None:
+    connection.close()  # the calling thread's own
+
+
+# Records a loaded batch as warm on this node in one statement: the speakers' row locks (taken
+# in id order, so two loading nodes cannot deadlock), then the assignments, set-based.
+_RECORD_LOADED = f"""
+WITH held AS (
+    SELECT id, enrollment_status FROM {Speaker._meta.db_table}
+    WHERE id = ANY(%(speaker_ids)s) AND enrollment_status <> %(evicted)s
+    ORDER BY id FOR UPDATE
+), recorded AS (
+    INSERT INTO {NodeAssignment._meta.db_table} (
+        speaker_id, node_id, state, attempts, last_error, last_work_s, boot_id,
+        embedding_model_id, embedding_model_version, queued_at, updated_at
+    )
+    SELECT id, %(node_id)s, %(warm)s, 1, '', 0.0, %(boot_id)s, %(model_id)s, %(model_version)s,
+        %(now)s, %(now)s
+    FROM held
+    ON CONFLICT (speaker_id, node_id) DO UPDATE SET
+        state = EXCLUDED.state,
+        boot_id = EXCLUDED.boot_id,
+        embedding_model_id = EXCLUDED.embedding_model_id,
+        embedding_model_version = EXCLUDED.embedding_model_version,
+        last_error = EXCLUDED.last_error,
+        last_work_s = EXCLUDED.last_work_s,
+        updated_at = EXCLUDED.updated_at
+)
+SELECT id, enrollment_status FROM held
+"""
 
 
 def _record_loaded(runtime: NodeRuntime, entries: dict[uuid.UUID, GalleryEntry]) -> int:
     """:func:`_record_warm` for a batch: under the speakers' row locks, so that an erasure is
     either fully before (the speaker is left out) or fully after (it evicts from this node)."""
-    now = timezone.now()
-    with transaction.atomic():
-        statuses = dict(
-            Speaker.objects.select_for_update()
-            .filter(id__in=list(entries))
-            .exclude(enrollment_status=EnrollmentStatus.EVICTED)
-            .values_list("id", "enrollment_status")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_LOADED,
+            {
+                "speaker_ids": list(entries),
+                "evicted": EnrollmentStatus.EVICTED,
+                "node_id": runtime.node_id,
+                "warm": AssignmentState.WARM,
+                "boot_id": runtime.boot_id,
+                "model_id": runtime.engine.model_id,
+                "model_version": runtime.engine.model_version,
+                "now": timezone.now(),
+            },
         )
-        NodeAssignment.objects.bulk_create(
-            [
-                NodeAssignment(
-                    speaker_id=speaker_id,
-                    node_id=runtime.node_id,
-                    state=AssignmentState.WARM,
-                    boot_id=runtime.boot_id,
-                    embedding_model_id=runtime.engine.model_id,
-                    embedding_model_version=runtime.engine.model_version,
-                    last_error="",
-                    last_work_s=0.0,
-                    queued_at=now,
-                    attempts=1,
-                )
-                for speaker_id in statuses
-            ],
-            update_conflicts=True,
-            unique_fields=["speaker", "node_id"],
-            update_fields=[
-                "state",
-                "boot_id",
-                "embedding_model_id",
-                "embedding_model_version",
-                "last_error",
-                "last_work_s",
-                "updated_at",
-            ],
-        )
-        for speaker_id in statuses:
-            runtime.gallery.put(str(speaker_id), entries[speaker_id])
+        statuses = dict(cursor.fetchall())
+        runtime.gallery.put_many({str(s): entries[s] for s in statuses})
         registry.republish_warm(runtime.node_id, [str(s) for s in statuses])
         for speaker_id, status in statuses.items():
             if status == EnrollmentStatus.PENDING:
@@ -300,11 +323,18 @@ def heartbeat(runtime: NodeRuntime) -> None:
 
 def purge_erased(runtime: NodeRuntime) -> list[str]:
     """Evicts every speaker this node holds that has been erased meanwhile."""
+    held = set(runtime.gallery.speaker_ids())
+    # Every speaker the gallery holds has an assignment to this node (recorded with it), which
+    # only this node's eviction turns evicted: asked that way, the query does not grow with
+    # the gallery's 100,000 ids.
     erased = [
         str(s)
-        for s in Speaker.objects.filter(
-            id__in=runtime.gallery.speaker_ids(), enrollment_status=EnrollmentStatus.EVICTED
-        ).values_list("id", flat=True)
+        for s in NodeAssignment.objects.filter(
+            node_id=runtime.node_id, speaker__enrollment_status=EnrollmentStatus.EVICTED
+        )
+        .exclude(state=AssignmentState.EVICTED)
+        .values_list("speaker_id", flat=True)
+        if str(s) in held
     ]
     for speaker_id in erased:
         evict_here(runtime, speaker_id)
@@ -312,41 +342,47 @@ def purge_erased(runtime: NodeRuntime) -> list[str]:
 
 
 def _voiceprint_of(runtime: NodeRuntime, speaker: Speaker) -> GalleryEntry:
-    """The stored voiceprint of this node's model, else one computed from the reference and
-    stored (a refused stored one is replaced)."""
     engine = runtime.engine
-    refused = False
-    try:
-        vector = load_voiceprint(speaker.id, engine.model_id, engine.model_version)
-    except VoiceprintRefused as exc:
-        logger.warning("node %s: %s; computing it again from the reference", runtime.node_id, exc)
-        vector, refused = None, True
-    if vector is None:
-        vector = _embed_reference(runtime, speaker)
-        stored = store_computed_voiceprint(
-            speaker.id,
-            model_id=engine.model_id,
-            model_version=engine.model_version,
-            vector=vector,
-            computed_by=node_author(runtime.node_id),
-            replace=refused,
-        )
-        logger.info(
-            "node %s computed the voiceprint of %s from its reference (stored: %s)",
-            runtime.node_id,
-            speaker.id,
-            stored,
-        )
     return GalleryEntry(
         tenant_id=str(speaker.tenant_id),
-        vector=vector,
+        vector=stored_or_computed_voiceprint(engine, speaker, node_author(runtime.node_id)),
         model_id=engine.model_id,
         model_version=engine.model_version,
         reference_sha256=speaker.reference_sha256,
     )
 
 
-def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> np.ndarray:
+def stored_or_computed_voiceprint(
+    engine: EmbeddingEngine, speaker: Speaker, computed_by: str
+) -> np.ndarray:
+    """The stored voiceprint of the engine's model, else one computed from the reference and
+    stored (a refused stored one is replaced): what a warm task and ``reembed`` hold."""
+    refused = False
+    try:
+        vector = load_voiceprint(speaker.id, engine.model_id, engine.model_version)
+    except VoiceprintRefused as exc:
+        logger.warning("%s: %s; computing it again from the reference", computed_by, exc)
+        vector, refused = None, True
+    if vector is None:
+        vector = _embed_reference(engine, speaker)
+        stored = store_computed_voiceprint(
+            speaker.id,
+            model_id=engine.model_id,
+            model_version=engine.model_version,
+            vector=vector,
+            computed_by=computed_by,
+            replace=refused,
+        )
+        logger.info(
+            "%s computed the voiceprint of %s from its reference (stored: %s)",
+            computed_by,
+            speaker.id,
+            stored,
+        )
+    return vector
+
+
+def _embed_reference(engine: EmbeddingEngine, speaker: Speaker) -> np.ndarray:
     try:
         data = get_blob_store().get(speaker.reference_blob_key)
     except BlobMissing as exc:
@@ -368,7 +404,7 @@ def _embed_reference(runtime: NodeRuntime, speaker: Speaker) -> np.ndarray:
     speech = speech_only(audio.samples, get_vad().speech_regions(audio.samples))
     if speech.size == 0:
         raise NodeWorkError("no_speech", "the reference has no speech", permanent=True)
-    vector, _ = runtime.engine.voiceprint(speech)
+    vector, _ = engine.voiceprint(speech)
     return vector
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from audit.services import record_event
 from common.errors import ServiceError
 from common.tasks import send_task
-from enrollment.models import EnrollmentStatus, Speaker
+from enrollment.models import WARMABLE_STATUSES, EnrollmentStatus, Speaker
 from nodes import pools, registry
 from nodes.models import AssignmentState, NodeAssignment
 from nodes.runtime import node_queue
@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 WARM_TASK = "nodes.tasks.warm_speaker"
 LIVE_STATUSES = (EnrollmentStatus.PENDING, EnrollmentStatus.READY, EnrollmentStatus.FAILED)
 # What a node may hold: held-for-review, failed and erased speakers are never sent to one.
-WARMABLE = (EnrollmentStatus.PENDING, EnrollmentStatus.READY)
 
 
 class UnknownNodes(ServiceError):
@@ -184,7 +183,7 @@ def reconcile_assignments(requeue_after_s: float) -> list[tuple[str, str]]:
         for pool, node_ids in by_pool.items()
         for speaker in Speaker.objects.filter(
             configured.served_by(pool),
-            enrollment_status__in=WARMABLE,
+            enrollment_status__in=WARMABLE_STATUSES,
             created_at__lte=cutoff,
         ).exclude(node_assignments__node_id__in=node_ids)
     ]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
 from console.services import create_console_user
+from enrollment.models import EnrollmentStatus, Speaker
 from nodes import registry
 from nodes.models import AssignmentState, Node, NodeAssignment
-from tests.factories import client_for, make_key, make_speaker, make_tenant
+from tests.factories import client_for, make_key, make_speaker, make_tenant, store_voiceprint
 
 HOST = "gpu-host-7.internal"
 PID = 48213
@@ -28,6 +30,7 @@ FIELDS = {
     "warm_count",
     "last_seen_at",
     "pool",
+    "voiceprints_missing",
 }
 
 
@@ -106,3 +109,29 @@ def test_operators_see_host_pid_and_gallery_in_the_admin_and_metrics(busy_node, 
 
     assert HOST in page and str(PID) in page and '<td class="field-gallery_size">7</td>' in page
     assert 'scaiecho_node_gallery_size{node="node-a"} 7.0' in metrics
+
+
+def test_voiceprints_missing_counts_the_tenants_speakers_without_the_nodes_model(
+    tenant, busy_node, client
+):
+    auditor = client_for(make_key(tenant, ["scaiecho:audit"])[1])
+
+    def missing() -> int:
+        [node] = auditor.get("/v1/modules/scaiecho/nodes").json()["data"]
+        return node["voiceprints_missing"]
+
+    assert missing() == 2  # node-a runs model m version v; nothing is stored yet
+    first, second = Speaker.objects.filter(tenant=tenant)
+    store_voiceprint(first, np.eye(256, dtype=np.float32)[0])  # m, v: node-a loads it
+    Speaker.objects.filter(id=second.id).update(embedding_model_version="v0")
+    second.refresh_from_db()
+    store_voiceprint(second, np.eye(256, dtype=np.float32)[1])  # another version: still missing
+    held = make_speaker(tenant, "Held")
+    Speaker.objects.filter(id=held.id).update(enrollment_status=EnrollmentStatus.NEEDS_REVIEW)
+
+    assert missing() == 1
+    stranger = client_for(make_key(make_tenant(), ["scaiecho:audit"])[1])
+    assert stranger.get("/v1/modules/scaiecho/nodes").json()["data"][0]["voiceprints_missing"] == 0
+    # Operators see every tenant's: 7 warmable speakers, one with a voiceprint of m, v.
+    metrics = client.get("/metrics").content.decode()
+    assert 'scaiecho_node_voiceprints_missing{node="node-a"} 6.0' in metrics

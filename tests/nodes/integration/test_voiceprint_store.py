@@ -4,8 +4,11 @@ a tampered stored vector is refused and computed again, another model's vector i
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from django.core.management import call_command
 
 from common.redis_client import redis_client
 from enrollment.models import Speaker, Voiceprint
@@ -17,6 +20,7 @@ from tests.live import wait_for
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SPEAKERS = "/v1/modules/scaiecho/speakers"
+NODES = "/v1/modules/scaiecho/nodes"
 
 
 def enroll(api) -> dict:
@@ -27,6 +31,20 @@ def enroll(api) -> dict:
 
 def status(speaker_id: str) -> str:
     return Speaker.objects.get(id=speaker_id).enrollment_status
+
+
+def voiceprints_missing(api, node_id: str) -> int:
+    [node] = [n for n in api.get(NODES).json()["data"] if n["node_id"] == node_id]
+    return node["voiceprints_missing"]
+
+
+def made_by_an_older_model(speaker_ids: list[str]) -> str:
+    """Relabels the speakers' stored voiceprints as another version's: the store as a node
+    started with a new version of the model finds it. Returns the version nodes run."""
+    current = Voiceprint.objects.filter(speaker_id__in=speaker_ids)
+    version = current.values_list("model_version", flat=True).first()
+    assert current.update(model_version="an-older-version") == len(speaker_ids)
+    return version
 
 
 def stored_only_speakers(like: Speaker, count: int) -> list[str]:
@@ -112,3 +130,66 @@ def test_another_models_voiceprint_is_not_used_and_erasure_removes_both(cluster,
     }
     assert api.delete(f"{SPEAKERS}/{data['id']}").status_code == 200
     assert not Voiceprint.objects.filter(speaker_id=data["id"]).exists()
+
+
+def test_a_node_with_another_model_version_computes_its_own_while_holding_what_it_has(cluster, api):
+    (node_a,) = cluster.start("node-a")
+    enrolled = [enroll(api)["id"] for _ in range(2)]
+    stored_only = stored_only_speakers(Speaker.objects.get(id=enrolled[0]), 1)
+    node_a.stop()
+    version = made_by_an_older_model(enrolled)
+    # The stored-only speaker has a voiceprint of the nodes' version: it is not missing.
+    assert voiceprints_missing(api, "node-a") == 2
+
+    node_a.start()
+
+    # Online with what the store gave it, the others queued to be computed from the references.
+    boot = registry.live_heartbeats()["node-a"].boot_id
+    held = NodeAssignment.objects.get(speaker_id=stored_only[0], node_id="node-a")
+    assert (held.state, held.boot_id) == ("warm", boot)
+    wait_for(lambda: voiceprints_missing(api, "node-a") == 0, what="the voiceprints computed")
+    for speaker_id in enrolled:
+        rows = Voiceprint.objects.filter(speaker_id=speaker_id)
+        assert {(r.model_version, r.computed_by) for r in rows} == {
+            ("an-older-version", "preflight"),
+            (version, "node:node-a"),
+        }
+        assert f"computed the voiceprint of {speaker_id} from its reference" in node_a.log()
+    wait_for(
+        lambda: all(
+            NodeAssignment.objects.get(speaker_id=s, node_id="node-a").boot_id == boot
+            for s in enrolled
+        ),
+        what="the computed speakers warm on this boot",
+    )
+
+
+def test_reembed_fills_the_store_so_a_node_started_afterwards_reads_no_recording(
+    cluster, api, s3_blob_store
+):
+    (node_a,) = cluster.start("node-a")
+    enrolled = [enroll(api)["id"] for _ in range(2)]
+    node_a.stop()
+    version = made_by_an_older_model(enrolled)
+    assert voiceprints_missing(api, "node-a") == 2
+
+    out = io.StringIO()
+    call_command("reembed", "--model", "resemblyzer", "--version", version, stdout=out)
+
+    assert "2/2 speakers: 2 computed, 0 failed" in out.getvalue()
+    assert voiceprints_missing(api, "node-a") == 0
+    assert set(
+        Voiceprint.objects.filter(model_version=version).values_list("computed_by", flat=True)
+    ) == {"reembed"}
+    # With the references gone, a node that fetched one would fail (reference_missing).
+    for speaker in Speaker.objects.filter(id__in=enrolled):
+        s3_blob_store.delete_all_versions(speaker.reference_blob_key)
+    node_a.start()
+
+    boot = registry.live_heartbeats()["node-a"].boot_id
+    for speaker_id in enrolled:
+        held = NodeAssignment.objects.get(speaker_id=speaker_id, node_id="node-a")
+        assert (held.state, held.boot_id) == ("warm", boot)
+    log = node_a.log()
+    assert "loaded 2 stored voiceprints" in log
+    assert "computed the voiceprint" not in log and "reference_missing" not in log
