@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from django.conf import settings
@@ -46,6 +46,13 @@ class Heartbeat:
     sent_at: float
     pool: str = DEFAULT_POOL
 
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Heartbeat:
+        """Reads a published heartbeat; keys a newer node adds are ignored, so a rolling
+        upgrade may start nodes before the API processes and workers."""
+        data = json.loads(raw)
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
     @property
     def age_s(self) -> float:
         return max(0.0, time.time() - self.sent_at)
@@ -77,7 +84,7 @@ def live_heartbeats() -> dict[str, Heartbeat]:
         return {}
     beats: list[Any] = client.mget([heartbeat_key(n) for n in node_ids])
     return {
-        node_id: Heartbeat(**json.loads(raw))
+        node_id: Heartbeat.from_json(raw)
         for node_id, raw in zip(node_ids, beats, strict=True)
         if raw is not None
     }
