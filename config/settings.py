@@ -424,6 +424,11 @@ STREAM_STEP_S = env_float("STREAM_STEP_S", 0.5)
 STREAM_MAX_LATENCY_S = env_float("STREAM_MAX_LATENCY_S", 2.0)
 if not 0 < STREAM_STEP_S <= STREAM_MAX_LATENCY_S:
     raise ImproperlyConfigured("STREAM_STEP_S is above 0 and at most STREAM_MAX_LATENCY_S.")
+if "STREAM_MAX_TURN_S" in os.environ:
+    # Streaming no longer cuts turns at a length: a deployment tuning it should know.
+    raise ImproperlyConfigured(
+        "STREAM_MAX_TURN_S is no longer read: deltas now come within STREAM_MAX_LATENCY_S."
+    )
 STREAM_CLUSTER_THRESHOLD = env_float("STREAM_CLUSTER_THRESHOLD", 0.80)
 STREAM_BACKEND_NAME = env_str("STREAM_BACKEND_NAME", "A")
 STREAM_MAX_SESSION_S = env_float("STREAM_MAX_SESSION_S", 4 * 3600.0)

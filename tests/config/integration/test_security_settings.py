@@ -142,7 +142,15 @@ def test_the_launcher_of_the_embedded_servers_marks_a_local_run(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("STREAM_KEY_RECHECK_S", "0"), ("DIARIZATION_RESULT_RETENTION_DAYS", "0")],
+    [
+        ("STREAM_KEY_RECHECK_S", "0"),
+        ("DIARIZATION_RESULT_RETENTION_DAYS", "0"),
+        ("STREAM_STEP_S", "0"),
+        ("STREAM_MAX_LATENCY_S", "0.1"),
+        ("STREAM_MAX_TURN_S", "10"),
+        ("DUPLICATE_GALLERY_IDLE_S", "0"),
+        ("DUPLICATE_GALLERY_MAX_TENANTS", "0"),
+    ],
 )
 def test_bounds_that_would_disable_a_protection_are_refused(name, value):
     process = settings_of(SCAIECHO_ENV="local", **{name: value})
