@@ -41,6 +41,9 @@ class TenantGallery:
         self.model_version = model_version
         # Every row seen, by speaker (a refused row is counted, but holds no vector).
         self._row_of: dict[uuid.UUID, int] = {}
+        # The held rows' fingerprint, kept as rows come and go (not summed per request).
+        self._row_total = 0
+        self._row_top = 0
         self._slot_of: dict[uuid.UUID, int] = {}
         self._speakers: list[uuid.UUID] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
@@ -56,8 +59,7 @@ class TenantGallery:
         return (row["n"], int(row["total"] or 0), int(row["top"] or 0))
 
     def _held_fingerprint(self) -> Fingerprint:
-        ids = self._row_of.values()
-        return (len(ids), sum(ids), max(ids, default=0))
+        return (len(self._row_of), self._row_total, self._row_top)
 
     def __len__(self) -> int:
         with self._lock:
@@ -96,6 +98,8 @@ class TenantGallery:
         for row_id, speaker_id, _, _ in fetched:
             self._drop(speaker_id)  # a replaced row
             self._row_of[speaker_id] = row_id
+            self._row_total += row_id
+            self._row_top = max(self._row_top, row_id)
             vector = opened.vectors.get(speaker_id)
             if vector is not None:
                 self._add(speaker_id, vector)
@@ -113,7 +117,11 @@ class TenantGallery:
         self._speakers.append(speaker_id)
 
     def _drop(self, speaker_id: uuid.UUID) -> None:
-        self._row_of.pop(speaker_id, None)
+        row_id = self._row_of.pop(speaker_id, None)
+        if row_id is not None:
+            self._row_total -= row_id
+            if row_id == self._row_top:  # only when the newest row goes
+                self._row_top = max(self._row_of.values(), default=0)
         slot = self._slot_of.pop(speaker_id, None)
         if slot is None:
             return

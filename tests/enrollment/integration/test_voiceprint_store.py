@@ -120,6 +120,21 @@ def test_a_match_whose_row_is_gone_is_not_reported(tenant):
     assert speaker_id == str(kept.id) and len(gallery) == 1
 
 
+def test_the_held_fingerprint_follows_rows_added_and_erased(tenant):
+    speakers = [make_speaker(tenant, f"S{i}") for i in range(3)]
+    for i, speaker in enumerate(speakers):
+        store_voiceprint(speaker, unit(i))
+    gallery = tenant_gallery(tenant.id, "m", "v")
+
+    Voiceprint.objects.filter(speaker=speakers[-1]).delete()  # the newest row
+    store_voiceprint(make_speaker(tenant, "Later"), unit(7))
+    gallery.refresh()
+
+    # In step with the store again, so the next request's check is the cheap one.
+    assert gallery._held_fingerprint() == gallery._fingerprint()
+    assert len(gallery) == 3
+
+
 def test_a_refused_row_is_left_out_of_the_duplicate_check(tenant):
     kept, tampered = make_speaker(tenant), make_speaker(tenant, "Tampered")
     store_voiceprint(kept, unit(1))
@@ -135,6 +150,9 @@ def test_a_process_drops_galleries_it_no_longer_uses(tenant, settings, monkeypat
     settings.DUPLICATE_GALLERY_IDLE_S = 60.0
     settings.DUPLICATE_GALLERY_MAX_TENANTS = 2
     store_voiceprint(make_speaker(tenant), unit(1))
+    # This process's galleries of earlier tests are not this test's to count.
+    monkeypatch.setattr(galleries, "_galleries", {})
+    monkeypatch.setattr(galleries, "_last_used", {})
     clock = [1000.0]
     monkeypatch.setattr(galleries.time, "monotonic", lambda: clock[0])
     first = tenant_gallery(tenant.id, "m", "v")
