@@ -79,7 +79,9 @@ def test_a_signal_stops_everything_the_service_started(data_dir, tmp_path, signu
         )
         # Both Celery workers (orchestrator, node) are up once each has logged "ready.".
         wait_for(
-            lambda: f"node {NODE} (boot" in (text := log.read_text()) and text.count("ready.") >= 2,
+            lambda: (
+                f"node {NODE} (pool " in (text := log.read_text()) and text.count("ready.") >= 2
+            ),
             timeout_s=180,
             what="the node and the worker",
         )
