@@ -5,11 +5,11 @@ seen rather than every voiceprint of the tenant.
 Each refresh reads the store's fingerprint of the tenant and model (count, sum and maximum of
 the row ids: one index-only scan, nothing decrypted). Rows are never updated, only inserted
 and deleted, and ids are never reused, so an unchanged fingerprint means an unchanged set.
-When it moved, the rows above the highest id held are opened; if the fingerprint still
-differs (a deletion by erasure, or an insert that committed late with a lower id), the list of
-row ids (ids only) is compared and only what is missing is opened. A match is confirmed against
-the store before it is reported, so an erased speaker is never reported even if a change slipped
-past the fingerprint.
+When it moved, the rows above the highest id held are opened; if what is held then matches
+neither the fingerprint read before nor the store's fingerprint now (a deletion by erasure, or
+an insert that committed late with a lower id), the list of row ids (ids only) is compared and
+only what is missing is opened. A match is confirmed against the store before it is reported,
+so an erased speaker is never reported even if a change slipped past the fingerprint.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class TenantGallery:
         after = held[2]
         while highest := self._open(self._rows().filter(id__gt=after).order_by("id")[:OPEN_BATCH]):
             after = highest
-        if self._fingerprint() == self._held_fingerprint():
+        # Only rows were added (the usual case, an enrollment): the set now is the one the store
+        # had when asked, without asking again.
+        if self._held_fingerprint() == stored or self._fingerprint() == self._held_fingerprint():
             return
         listing = dict(self._rows().values_list("speaker_id", "id"))
         for speaker_id, row_id in list(self._row_of.items()):
