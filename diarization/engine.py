@@ -18,6 +18,7 @@ Overlapped speech, and turns whose stretch of one voice (short pauses bridged) i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -415,6 +416,15 @@ def diarize(
     return diarization
 
 
+def _voices_under(
+    spans: list[tuple[int, int]], winner: np.ndarray, covered: np.ndarray
+) -> Iterator[np.ndarray]:
+    """For each window, the voices assigned to the covered frames under it."""
+    for start, end in spans:
+        a, b = to_frame(start), max(to_frame(start) + 1, to_frame(end))
+        yield winner[a:b][covered[a:b]]
+
+
 def _pure_centroids(
     spans: list[tuple[int, int]],
     embeddings: np.ndarray,
@@ -425,9 +435,7 @@ def _pure_centroids(
     """Each voice's centroid again, from the windows whose frames are all that voice's:
     windows straddling a change of speaker blur the clustering's centroids."""
     owner = np.full(len(spans), -1)
-    for row, (start, end) in enumerate(spans):
-        a, b = to_frame(start), max(to_frame(start) + 1, to_frame(end))
-        voices = winner[a:b][covered[a:b]]
+    for row, voices in enumerate(_voices_under(spans, winner, covered)):
         if len(voices) and (voices == voices[0]).all():
             owner[row] = voices[0]
     out = centroids.copy()
@@ -448,12 +456,11 @@ def _newcomer_centroid(
     when they hold less than NEWCOMER_MIN_S of speech (a word too few to be anyone)."""
     if (winner[covered] == newcomer).sum() * FRAME_S < NEWCOMER_MIN_S:
         return None
-    rows = []
-    for row, (start, end) in enumerate(spans):
-        a, b = to_frame(start), max(to_frame(start) + 1, to_frame(end))
-        voices = winner[a:b][covered[a:b]]
-        if len(voices) and (voices == newcomer).mean() > 0.5:
-            rows.append(row)
+    rows = [
+        row
+        for row, voices in enumerate(_voices_under(spans, winner, covered))
+        if len(voices) and (voices == newcomer).mean() > 0.5
+    ]
     if not rows:
         return None
     return normalised_mean(embeddings[rows])

@@ -20,6 +20,8 @@ from tenancy.models import ALL_SCOPES, ApiKey, Tenant
 from tenancy.services import create_tenant
 from tests import audio
 
+SPEAKERS_URL = "/v1/modules/scaiecho/speakers"
+
 
 def make_tenant(slug: str | None = None) -> Tenant:
     return create_tenant(slug or f"t-{uuid.uuid4().hex[:10]}")
@@ -117,6 +119,18 @@ def enrollment_form(**overrides: object) -> dict[str, object]:
     }
     form.update(overrides)
     return form
+
+
+def enroll(api: APIClient) -> dict:
+    """Speaker A enrolled through the API (a 201 asserted); the response's data."""
+    response = api.post(SPEAKERS_URL, enrollment_form(), format="multipart")
+    assert response.status_code == 201, response.content
+    return response.json()["data"]
+
+
+def warm_view(api: APIClient, speaker_id: str) -> dict:
+    """The speaker's warm view: which nodes hold it."""
+    return api.get(f"{SPEAKERS_URL}/{speaker_id}/warm").json()["data"]
 
 
 def upload(name: str, data: bytes, content_type: str = "application/octet-stream"):

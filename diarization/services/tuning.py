@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
@@ -28,11 +29,7 @@ def service_tuning() -> dict[str, Any]:
         "affinity_pruning": settings.DIARIZE_AFFINITY_PRUNING,
         "merge_threshold": settings.DIARIZE_MERGE_THRESHOLD,
         "shared_match_margin": settings.DIARIZE_SHARED_MATCH_MARGIN,
-        "turn_threshold": settings.DIARIZE_TURN_THRESHOLD,
-        "enrolled_margin": settings.DIARIZE_ENROLLED_MARGIN,
-        "unenrolled_margin": settings.DIARIZE_UNENROLLED_MARGIN,
-        "change_penalty": settings.DIARIZE_CHANGE_PENALTY,
-        "new_voice_score": settings.DIARIZE_NEW_VOICE_SCORE,
+        **asdict(scoring_rules()),
     }
 
 

@@ -10,22 +10,12 @@ from enrollment.models import Speaker, Voiceprint
 from nodes import registry
 from nodes.models import NodeAssignment
 from nodes.services import orchestrator
-from tests.factories import enrollment_form
+from tests.factories import enroll, warm_view
 from tests.live import wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SPEAKERS = "/v1/modules/scaiecho/speakers"
-
-
-def enroll(api) -> dict:
-    response = api.post(SPEAKERS, enrollment_form(), format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["data"]
-
-
-def warm(api, speaker_id: str) -> dict:
-    return api.get(f"{SPEAKERS}/{speaker_id}/warm").json()["data"]
 
 
 def status(speaker_id: str) -> str:
@@ -43,7 +33,7 @@ def test_enrollment_fans_out_to_every_node_and_turns_ready(cluster, api):
     assert data["enrollment_status"] == "ready"
     assert data["enrolled_on"] == ["node-a", "node-b"]
     assert "note" not in data
-    view = warm(api, data["id"])
+    view = warm_view(api, data["id"])
     assert view["warm_node_ids"] == ["node-a", "node-b"]
     assert view["candidate_node_ids"] == ["node-a", "node-b"]
     assert view["stale_node_ids"] == []
@@ -62,7 +52,7 @@ def test_with_no_node_online_the_speaker_waits_then_a_new_node_takes_it(cluster,
 
     cluster.start("node-a")
     wait_for(lambda: status(data["id"]) == "ready", what="pending speaker to turn ready")
-    assert warm(api, data["id"])["warm_node_ids"] == ["node-a"]
+    assert warm_view(api, data["id"])["warm_node_ids"] == ["node-a"]
 
 
 def test_a_node_that_joins_late_is_warmed(cluster, api):
@@ -72,7 +62,7 @@ def test_a_node_that_joins_late_is_warmed(cluster, api):
 
     cluster.start("node-b")
     wait_for(
-        lambda: warm(api, data["id"])["warm_node_ids"] == ["node-a", "node-b"],
+        lambda: warm_view(api, data["id"])["warm_node_ids"] == ["node-a", "node-b"],
         what="late node to be warmed",
     )
 
@@ -102,7 +92,7 @@ def test_a_node_killed_during_fan_out_is_retried_when_it_returns(cluster, api, s
         lambda: assignment(data["id"], "node-b").state == "warm",
         what="restarted node to finish its work",
     )
-    assert warm(api, data["id"])["warm_node_ids"] == ["node-a", "node-b"]
+    assert warm_view(api, data["id"])["warm_node_ids"] == ["node-a", "node-b"]
 
 
 def test_a_restarted_node_drops_its_old_entries_and_is_warmed_again(cluster, api):
@@ -119,7 +109,7 @@ def test_a_restarted_node_drops_its_old_entries_and_is_warmed_again(cluster, api
         what="re-warm under the new boot",
     )
     assert assignment(data["id"], "node-a").state == "warm"
-    assert warm(api, data["id"])["warm_node_ids"] == ["node-a"]
+    assert warm_view(api, data["id"])["warm_node_ids"] == ["node-a"]
 
 
 def test_a_dead_node_is_stale_and_rewarm_validates_node_ids(cluster, api):
@@ -128,7 +118,7 @@ def test_a_dead_node_is_stale_and_rewarm_validates_node_ids(cluster, api):
     node_b.kill()
     wait_for(lambda: registry.candidate_node_ids() == ["node-a"], what="heartbeat to expire")
 
-    view = warm(api, data["id"])
+    view = warm_view(api, data["id"])
     assert view["warm_node_ids"] == ["node-a", "node-b"]
     assert view["candidate_node_ids"] == ["node-a"]
     assert view["stale_node_ids"] == ["node-b"]
@@ -165,7 +155,7 @@ def test_a_changed_reference_blob_fails_with_a_clear_error(cluster, api, s3_blob
     failed = assignment(data["id"], "node-a")
     assert failed.state == "failed"
     assert "reference_hash_mismatch" in failed.last_error
-    view = warm(api, data["id"])
+    view = warm_view(api, data["id"])
     assert view["warm_node_ids"] == []
     assert view["assignments"][0]["last_error"].startswith("reference_hash_mismatch")
 
@@ -176,10 +166,10 @@ def test_the_registry_is_rebuilt_after_a_redis_flush(cluster, api):
     client = registry.redis_client()
     for key in client.scan_iter(match="scaiecho:*"):
         client.delete(key)
-    assert warm(api, data["id"])["warm_node_ids"] == []
+    assert warm_view(api, data["id"])["warm_node_ids"] == []
 
     wait_for(
-        lambda: warm(api, data["id"])["warm_node_ids"] == ["node-a"],
+        lambda: warm_view(api, data["id"])["warm_node_ids"] == ["node-a"],
         what="node to republish its warm entries",
     )
     assert registry.candidate_node_ids() == ["node-a"]

@@ -13,7 +13,14 @@ from nodes import registry
 from nodes.models import NodeAssignment
 from nodes.services.orchestrator import schedule_warm
 from tests import audio
-from tests.factories import client_for, enrollment_form, make_key, make_tenant, upload
+from tests.factories import (
+    client_for,
+    enroll,
+    make_key,
+    make_tenant,
+    upload,
+    warm_view,
+)
 from tests.live import Cluster, NodeProcess, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -53,16 +60,6 @@ def restart(node: NodeProcess) -> None:
     node.start()
 
 
-def enroll(api) -> dict:
-    response = api.post(SPEAKERS, enrollment_form(), format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["data"]
-
-
-def warm(api, speaker_id: str) -> dict:
-    return api.get(f"{SPEAKERS}/{speaker_id}/warm").json()["data"]
-
-
 def assigned(speaker_id: str) -> dict[str, str]:
     return dict(
         NodeAssignment.objects.filter(speaker_id=speaker_id).values_list("node_id", "state")
@@ -88,7 +85,7 @@ def test_enrollment_and_start_up_stay_inside_the_tenants_pool(cluster, pooled):
     assert (bob["enrollment_status"], bob["enrolled_on"]) == ("ready", ["node-b"])
     assert assigned(alice["id"]) == {"node-a": "warm"}
     assert assigned(bob["id"]) == {"node-b": "warm"}
-    view = warm(pooled.alpha_api, alice["id"])
+    view = warm_view(pooled.alpha_api, alice["id"])
     assert (view["warm_node_ids"], view["candidate_node_ids"]) == (["node-a"], ["node-a"])
     wait_for(lambda: gallery_sizes() == {"node-a": 1, "node-b": 1}, what="one speaker per node")
 
@@ -189,7 +186,7 @@ def test_a_tenant_moved_to_another_pool_is_erased_where_it_is_held_and_released(
         node.env["NODE_POOLS"] = moved
     restart(node_b)
     assert last_load(node_b) == 2
-    view = warm(pooled.alpha_api, alice["id"])
+    view = warm_view(pooled.alpha_api, alice["id"])
     assert view["warm_node_ids"] == ["node-a", "node-b"]
     assert (view["candidate_node_ids"], view["stale_node_ids"]) == (["node-b"], ["node-a"])
 

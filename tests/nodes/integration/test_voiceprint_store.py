@@ -14,19 +14,18 @@ from common.redis_client import redis_client
 from enrollment.models import Speaker, Voiceprint
 from nodes import registry
 from nodes.models import NodeAssignment
-from tests.factories import enrollment_form, make_speaker, store_voiceprint, stored_voiceprint
+from tests.factories import (
+    enroll,
+    make_speaker,
+    store_voiceprint,
+    stored_voiceprint,
+)
 from tests.live import wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SPEAKERS = "/v1/modules/scaiecho/speakers"
 NODES = "/v1/modules/scaiecho/nodes"
-
-
-def enroll(api) -> dict:
-    response = api.post(SPEAKERS, enrollment_form(), format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["data"]
 
 
 def status(speaker_id: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from enrollment.models import Speaker, Voiceprint
 from nodes import registry
 from nodes.models import NodeAssignment
-from tests.factories import client_for, enrollment_form, make_key, make_tenant
+from tests.factories import client_for, enroll, enrollment_form, make_key, make_tenant
 from tests.faults import PrivateRedis, SwitchableProxy
 from tests.live import wait_for
 
@@ -24,12 +24,6 @@ pytestmark = [pytest.mark.live]
 SPEAKERS = "/v1/modules/scaiecho/speakers"
 # Every S3 call of the faulty process gives up after one attempt of these bounds.
 S3_BOUNDS = {"S3_CONNECT_TIMEOUT_S": "1", "S3_READ_TIMEOUT_S": "1", "S3_MAX_ATTEMPTS": "1"}
-
-
-def enroll(api) -> dict:
-    response = api.post(SPEAKERS, enrollment_form(), format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["data"]
 
 
 @pytest.mark.slow
