@@ -386,6 +386,9 @@ DIARIZE_CHANGE_PENALTY = env_float("DIARIZE_CHANGE_PENALTY", 0.02)
 DIARIZE_NEW_VOICE_SCORE = env_float("DIARIZE_NEW_VOICE_SCORE", 0.7)
 DIARIZE_AFFINITY_PRUNING = env_float("DIARIZE_AFFINITY_PRUNING", 0.3)
 DIARIZE_MERGE_THRESHOLD = env_float("DIARIZE_MERGE_THRESHOLD", 0.93)
+# A cluster whose two halves' centroids score under this is two voices (a stranger who sounds
+# like an enrolled speaker).
+DIARIZE_SPLIT_THRESHOLD = env_float("DIARIZE_SPLIT_THRESHOLD", 0.8)
 # Two voices of one job carry the same enrolled id only when their scores are this close.
 DIARIZE_SHARED_MATCH_MARGIN = env_float("DIARIZE_SHARED_MATCH_MARGIN", 0.05)
 DIARIZE_VAD_PAD_MS = env_int("DIARIZE_VAD_PAD_MS", 100)

@@ -56,6 +56,8 @@ NEWCOMER_MIN_S = 1.0
 MAX_CLUSTERED_WINDOWS = 4000
 # Clusters holding less speech than this are noise of the clustering: merged into the nearest.
 MIN_CLUSTER_S = 2.0
+# A cluster is split in two only when each half holds at least this much speech.
+MIN_SPLIT_S = 4.0
 MAX_SPEAKERS = 20
 # A pause shorter than this does not end a voice's stretch when judging "too short to label".
 RUN_GAP_S = 0.5
@@ -74,6 +76,7 @@ class DiarizationOptions:
     confidence: bool = False
     affinity_pruning: float = 0.3
     merge_threshold: float = 0.93
+    split_threshold: float = 0.8
     shared_match_margin: float = 0.05
     min_label_s: float = 0.5
     turn_threshold: float = ScoringRules.turn_threshold
@@ -221,6 +224,8 @@ def cluster_windows(
     assignment = _merge_clusters(
         embeddings, weights, assignment, options.merge_threshold, wanted_min, wanted_max
     )
+    if not options.num_speakers:
+        assignment = _split_clusters(embeddings, assignment, options, wanted_max)
     return _refine(embeddings, weights, assignment, keep_small=wanted_min > 1)
 
 
@@ -282,6 +287,43 @@ def _merge_clusters(
         if weights[assignment == drop].sum() > weights[assignment == keep].sum():
             keep, drop = drop, keep
         assignment[assignment == drop] = keep
+
+
+def _split_clusters(
+    embeddings: np.ndarray, assignment: np.ndarray, options: DiarizationOptions, wanted_max: int
+) -> np.ndarray:
+    """Splits a cluster in two while its two halves sound like different people (centroids
+    under ``split_threshold``, each half with ``MIN_SPLIT_S`` of speech).
+
+    The eigengap undercounts when two speakers' voices are alike: a never-enrolled voice then
+    shares a cluster with an enrolled one, and every turn of it starts as that person's.
+    """
+    assignment = assignment.copy()
+    smallest = int(np.ceil(MIN_SPLIT_S / CLUSTER_HOP_S))
+    unsplittable: set[int] = set()
+    while len(set(assignment.tolist())) < wanted_max:
+        candidates = [
+            c
+            for c in sorted(set(assignment.tolist()))
+            if c not in unsplittable and (assignment == c).sum() >= 2 * smallest
+        ]
+        if not candidates:
+            return assignment
+        cluster = candidates[0]
+        rows = np.flatnonzero(assignment == cluster)
+        halves = _spectral(embeddings[rows], 2, 2, options.affinity_pruning)
+        if np.bincount(halves, minlength=2).min() < smallest or (
+            _halves_alike(embeddings[rows], halves, options.split_threshold)
+        ):
+            unsplittable.add(cluster)
+            continue
+        assignment[rows[halves == 1]] = assignment.max() + 1
+    return assignment
+
+
+def _halves_alike(embeddings: np.ndarray, halves: np.ndarray, threshold: float) -> bool:
+    first, second = (normalised_mean(embeddings[halves == half]) for half in (0, 1))
+    return float(first @ second) >= threshold
 
 
 def _centroids(embeddings: np.ndarray, assignment: np.ndarray, clusters: list[int]) -> np.ndarray:

@@ -3,16 +3,23 @@
 Silero VAD (one model state per session; ``end_of_turn_ms`` of silence ends speech) says
 where the speech is. Every ``step_s`` of audio the last seconds are scored again by the batch
 engine's scoring path (``diarization.scoring``): 1.5 s windows every 0.25 s against the
-session's voices (the enrolled voiceprints, the session's ``spk_N`` and a voice not heard yet),
-one voice per frame by Viterbi with a penalty per change. Audio is decided (a delta) once its
-speech has ended, or when it is ``max_latency_s - step_s`` old, so no delta comes later than
+session's voices (each enrolled voiceprint, blended with how the session has heard that
+speaker once it has; the session's ``spk_N``; a voice not heard yet), one voice per frame by
+Viterbi with a penalty per change. Speech that has ended is decided (a delta) at the next
+step, and open speech once it is ``max_latency_s - step_s`` old, so no delta comes later than
 ``max_latency_s`` after the audio it covers; a change of voice inside the decided audio splits
-it into one delta per voice. Each delta's label is judged on its own evidence
-(``scoring.attribute``): the enrolled speaker only when the stretch's own audio confirms it
-and the session's stretches that pointed to that speaker together reach the identification
-threshold (the batch threshold of a voice's centroid), else the session's ``spk_N`` (a voice
-that matches none joins the closest earlier one or becomes the next), or none for too little
-speech. A delta, once sent, is never revised.
+it into one delta per voice.
+
+Each delta's label is judged on its stretch's own evidence (``scoring.attribute``). It names an
+enrolled speaker when the evidence passes the turn rules and the voice is identified, as a
+batch cluster is: the stretch reaches the identification threshold on its own, or it is the
+voice the session already knows as that speaker. Otherwise it gets a session voice ``spk_N``
+(the closest earlier one, or a new one founded on enough speech), or none. A session voice
+is found to be an enrolled speaker once its centroid reaches the identification threshold, or
+when a stretch of a speaker not heard yet reaches the threshold and sounds like it (the voice
+was founded on that speaker's weaker first words); speech that itself scores like an enrolled
+speaker is never added to a session voice, so a stranger's voice cannot drift towards
+someone enrolled. A delta, once sent, is never revised.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from diarization.scoring import (
     FRAME_S,
     MIN_EMBED_S,
     WINDOW_S,
+    Attribution,
     Reason,
     ScoringRules,
     attribute,
@@ -44,7 +52,12 @@ from voice.gallery import EnrolledGallery
 SAMPLE_RATE = 16_000
 VAD_CHUNK = 512  # samples Silero takes at 16 kHz
 # The shortest stretch a new session voice (spk_N) is founded on.
-NEW_SESSION_VOICE_S = 2.0
+NEW_SESSION_VOICE_S = 1.2
+# A stretch this close to how the session has heard an enrolled speaker is that speaker's
+# voice (a stretch against a centroid of many: lower than the session voices' threshold).
+HEARD_VOICE_SCORE = 0.72
+# The speech a session voice holds before it may be found to be an enrolled speaker.
+IDENTIFY_VOICE_S = 3.0
 
 
 class StreamError(Exception):
@@ -86,6 +99,9 @@ class StreamSettings:
     min_label_s: float
     step_s: float = 0.5
     max_latency_s: float = 2.0
+    # How far under the session's own audio of an enrolled speaker a session voice may score
+    # and still be that speaker (as two batch clusters sharing one enrolled id).
+    shared_match_margin: float = 0.05
     rules: ScoringRules = ScoringRules()
 
 
@@ -242,13 +258,9 @@ class StreamDiarizer:
         self._decided = 0  # every sample before this is in a sent delta, or silence
         self._windows: dict[tuple[int, int], np.ndarray] = {}  # embeddings, reused by steps
         self._voices: list[np.ndarray] = []  # the session's spk_N: sums of their evidence
-        # Per enrolled speaker, the sum of the evidence of every stretch that pointed to them.
-        self._pointed: dict[str, np.ndarray] = {}
-        self._voiceprints = (
-            dict(zip(gallery.speaker_ids, gallery.matrix, strict=True))
-            if gallery is not None
-            else {}
-        )
+        self._voice_s: list[float] = []  # seconds of speech behind each session voice
+        # Session voices found to be an enrolled speaker once they had enough speech.
+        self._voice_speaker: dict[int, str] = {}
         # Enrolled speakers as heard in this session: sums of their stretches' evidence.
         self._enrolled_voices: dict[str, np.ndarray] = {}
         # The last delta sent: where it ended, the frames' voice, the delta.
@@ -298,7 +310,9 @@ class StreamDiarizer:
             if end > self._speech_start:
                 self._speech.append((self._speech_start, end))
             self._speech_start = None
-        if self._position < self._next_step:
+        # The VAD takes whole chunks, so the audio it has seen trails the client's by under
+        # one: the step is due at the chunk that ends within one of it, not a piece later.
+        if self._position + VAD_CHUNK <= self._next_step:
             return []
         self._next_step += self._step
         return self._decide(final=False)
@@ -313,12 +327,18 @@ class StreamDiarizer:
         if self._speech_start is not None:
             regions.append((max(self._speech_start, context), now))
         regions = [(s, e) for s, e in regions if e > s]
-        ready = now if final or self._speech_start is None else max(self._decided, now - self._hold)
+        if final or self._speech_start is None:
+            ready = now
+        else:
+            # Speech that has ended is decided whole, whatever is being said since.
+            ended = max((e for _, e in self._speech), default=0)
+            ready = max(self._decided, now - self._hold, min(ended, self._speech_start))
         deltas: list[Delta] = []
         if regions and ready > self._decided:
             deltas = self._label_stretches(regions, now, ready)
         self._decided = max(self._decided, ready)
-        self._speech = [(max(s, ready), e) for s, e in self._speech if e > ready]
+        # Decided speech stays in the list while it can be the next step's left context.
+        self._speech = [(s, e) for s, e in self._speech if e > ready]
         self._trim()
         return deltas
 
@@ -370,7 +390,17 @@ class StreamDiarizer:
     def _candidate_voices(self) -> np.ndarray:
         """The enrolled voiceprints, then the session's spk_N (the last column, added by the
         caller, is a voice not heard yet)."""
-        rows = [] if self._gallery is None or not self._label else list(self._gallery.matrix)
+        rows = []
+        if self._gallery is not None and self._label:
+            # An enrolled speaker already heard is also scored as this session's audio of them
+            # (same microphone, same room), which the enrollment recording is not.
+            for speaker_id, voiceprint in zip(
+                self._gallery.speaker_ids, self._gallery.matrix, strict=True
+            ):
+                heard = self._heard(speaker_id)
+                rows.append(
+                    voiceprint if heard is None else normalised_mean(np.stack([voiceprint, heard]))
+                )
         rows += [normalised_mean(v[None]) for v in self._voices]
         if not rows:
             return np.zeros((0, self._engine.dimension), dtype=np.float32)
@@ -442,49 +472,25 @@ class StreamDiarizer:
         if length < MIN_EMBED_S:
             return Delta(delta_start, delta_end, None, reason=str(Reason.TOO_SHORT))
         evidence = self._evidence(whole, spans, embeddings)
-        gallery = self._gallery
-        enrolled = len(gallery) if gallery is not None else 0
-        candidate = None
-        if gallery is not None:
-            # The frames' enrolled voice; for a session voice or one not heard yet, the
-            # gallery's best is still weighed on the same rules, so a returning enrolled
-            # speaker is named.
-            best = (
-                voice
-                if 0 <= voice < enrolled
-                else int(np.argmax(gallery.scores(evidence[None])[0]))
-            )
-            candidate = gallery.speaker_ids[best]
-        unenrolled = (
-            np.stack([normalised_mean(v[None]) for v in self._voices])
-            if self._voices
-            else np.zeros((0, len(evidence)), np.float32)
-        )
-        decided = attribute(
-            evidence,
-            self._gallery,
-            candidate,
-            self._heard(candidate),
-            unenrolled,
-            self._settings.rules,
-        )
-        if (
-            decided.speaker_id is not None
-            and length >= self._settings.min_label_s
-            and self._voice_reaches_threshold(decided.speaker_id, evidence)
-            and self._is_live(decided.speaker_id)
-        ):
+        enrolled = len(self._gallery) if self._gallery is not None else 0
+        candidate = self._candidate(voice, evidence, enrolled)
+        decided = self._attribute(evidence, candidate)
+        if decided.speaker_id is not None and length >= self._settings.min_label_s:
             speaker_id = decided.speaker_id
-            self.matched.add(speaker_id)
-            heard = self._enrolled_voices.get(speaker_id)
-            self._enrolled_voices[speaker_id] = evidence if heard is None else heard + evidence
-            return Delta(
-                delta_start,
-                delta_end,
-                speaker_id,
-                self._names.get(speaker_id),
-                str(Reason.ENROLLED_MATCH),
-            )
+            if self._voice_identified(speaker_id, evidence, decided.score) and self._is_live(
+                speaker_id
+            ):
+                return self._enrolled_delta(delta_start, delta_end, speaker_id, evidence)
+        if (
+            candidate is not None
+            and decided.closer_voice is not None
+            and self._founded_on_weaker(decided.closer_voice, candidate, decided.score)
+        ):
+            # The session voice it sounds like is this enrolled speaker, founded before any
+            # stretch of theirs reached the threshold.
+            self._promote(decided.closer_voice, candidate)
+            if length >= self._settings.min_label_s and self._is_live(candidate):
+                return self._enrolled_delta(delta_start, delta_end, candidate, evidence)
         if decided.reason == Reason.AMBIGUOUS_ENROLLED:
             # Two enrolled voices fit about as well: no one's, and no new session voice
             # either (one made of two people would draw both in later).
@@ -493,19 +499,138 @@ class StreamDiarizer:
         session_voice = voice - enrolled
         if decided.closer_voice is not None:
             session_voice = decided.closer_voice
-        label = self._voice_of(evidence, session_voice, length)
-        if label is None and reason == Reason.UNENROLLED_VOICE:
-            reason = Reason.TOO_SHORT  # too few words to found a voice on
-        return Delta(delta_start, delta_end, label, reason=str(reason))
+        # Speech that scores like an enrolled speaker is labelled with the session voice but
+        # not added to it: a voice nobody enrolled must not drift towards someone enrolled.
+        known = self._voice_of(
+            evidence, session_voice, length, grow=not self._matches_live_speaker(evidence)
+        )
+        if known is None:
+            if reason == Reason.UNENROLLED_VOICE:
+                reason = Reason.TOO_SHORT  # too few words to found a voice on
+            return Delta(delta_start, delta_end, None, reason=str(reason))
+        identified = self._identify_voice(known)
+        if identified is not None and length >= self._settings.min_label_s:
+            decided = self._attribute(evidence, identified)
+            if decided.speaker_id == identified and self._is_live(identified):
+                return self._enrolled_delta(delta_start, delta_end, identified, evidence)
+        return Delta(delta_start, delta_end, f"spk_{known}", reason=str(reason))
 
-    def _voice_reaches_threshold(self, speaker_id: str, evidence: np.ndarray) -> bool:
+    def _candidate(self, voice: int, evidence: np.ndarray, enrolled: int) -> str | None:
+        """The enrolled speaker a stretch may be: the frames' enrolled voice, the enrolled
+        speaker its session voice turned out to be, else the gallery's best (weighed on the
+        same rules, so a returning enrolled speaker is named)."""
+        if self._gallery is None:
+            return None
+        if 0 <= voice < enrolled:
+            return self._gallery.speaker_ids[voice]
+        if voice - enrolled in self._voice_speaker:
+            return self._voice_speaker[voice - enrolled]
+        return self._gallery.speaker_ids[int(np.argmax(self._gallery.scores(evidence[None])[0]))]
+
+    def _attribute(self, evidence: np.ndarray, candidate: str | None) -> Attribution:
+        """``scoring.attribute`` against the session voices that are nobody enrolled
+        (``closer_voice`` is a session voice's index)."""
+        open_voices = [i for i in range(len(self._voices)) if i not in self._voice_speaker]
+        decided = attribute(
+            evidence,
+            self._gallery,
+            candidate,
+            self._heard(candidate),
+            np.stack([normalised_mean(self._voices[i][None]) for i in open_voices])
+            if open_voices
+            else np.zeros((0, len(evidence)), np.float32),
+            self._settings.rules,
+        )
+        if decided.closer_voice is None:
+            return decided
+        return replace(decided, closer_voice=open_voices[decided.closer_voice])
+
+    def _enrolled_delta(
+        self, delta_start: float, delta_end: float, speaker_id: str, evidence: np.ndarray
+    ) -> Delta:
+        self.matched.add(speaker_id)
+        heard = self._enrolled_voices.get(speaker_id)
+        self._enrolled_voices[speaker_id] = evidence if heard is None else heard + evidence
+        return Delta(
+            delta_start,
+            delta_end,
+            speaker_id,
+            self._names.get(speaker_id),
+            str(Reason.ENROLLED_MATCH),
+        )
+
+    def _voice_identified(self, speaker_id: str, evidence: np.ndarray, score: float | None) -> bool:
         """The identification threshold applies to the voice, as in batch to a cluster's
-        centroid: here every stretch of the session whose own evidence pointed to this
-        enrolled speaker, this one included."""
-        pointed = self._pointed.get(speaker_id)
-        self._pointed[speaker_id] = evidence if pointed is None else pointed + evidence
-        voice = normalised_mean(self._pointed[speaker_id][None])
-        return float(voice @ self._voiceprints[speaker_id]) >= self._settings.threshold
+        centroid: met by the stretch on its own, or by the stretch being the voice this
+        session already knows as that speaker."""
+        if score is not None and score >= self._settings.threshold:
+            return True
+        heard = self._heard(speaker_id)
+        return heard is not None and float(heard @ evidence) >= HEARD_VOICE_SCORE
+
+    def _identify_voice(self, index: int) -> str | None:
+        """The enrolled speaker a session voice is, once it holds ``IDENTIFY_VOICE_S`` of speech
+        whose centroid meets the identification threshold, clear of the second best (as a
+        batch cluster is identified); its earlier deltas stay as they were sent."""
+        if index in self._voice_speaker:
+            return self._voice_speaker[index]
+        if self._gallery is None or self._voice_s[index] < IDENTIFY_VOICE_S:
+            return None
+        centroid = normalised_mean(self._voices[index][None])
+        scores = self._gallery.scores(centroid[None])[0]
+        order = np.argsort(scores)[::-1]
+        best = float(scores[order[0]])
+        second = float(scores[order[1]]) if len(order) > 1 else None
+        speaker_id = self._gallery.speaker_ids[int(order[0])]
+        if best < self._settings.threshold or (
+            second is not None and best - second < self._settings.rules.enrolled_margin
+        ):
+            return None
+        heard = self._heard(speaker_id)
+        if heard is not None and best < float(
+            self._gallery.scores(heard[None])[0][order[0]] - self._settings.shared_match_margin
+        ):
+            # Far below how the session has heard that speaker: a similar-sounding other
+            # person (batch's shared match margin).
+            return None
+        self._promote(index, speaker_id)
+        return speaker_id
+
+    def _matches_live_speaker(self, evidence: np.ndarray) -> bool:
+        """Whether the evidence meets the identification threshold against an enrolled speaker
+        (one erased since the session began is nobody enrolled)."""
+        if self._gallery is None:
+            return False
+        scores = self._gallery.scores(evidence[None])[0]
+        best = int(np.argmax(scores))
+        return float(scores[best]) >= self._settings.threshold and self._is_live(
+            self._gallery.speaker_ids[best]
+        )
+
+    def _founded_on_weaker(self, index: int, speaker_id: str, score: float | None) -> bool:
+        """Whether session voice ``index``, which a stretch scoring at the identification
+        threshold for an enrolled speaker not heard yet sounds like, is that speaker: its
+        centroid's best enrolled match is them, at the turn threshold."""
+        if (
+            self._gallery is None
+            or score is None
+            or score < self._settings.threshold
+            or speaker_id in self._enrolled_voices
+            or not self._is_live(speaker_id)
+        ):
+            return False
+        scores = self._gallery.scores(normalised_mean(self._voices[index][None])[None])[0]
+        best = int(np.argmax(scores))
+        return (
+            self._gallery.speaker_ids[best] == speaker_id
+            and float(scores[best]) >= self._settings.rules.turn_threshold
+        )
+
+    def _promote(self, index: int, speaker_id: str) -> None:
+        self._voice_speaker[index] = speaker_id
+        heard = self._enrolled_voices.get(speaker_id)
+        voice = self._voices[index]
+        self._enrolled_voices[speaker_id] = voice if heard is None else heard + voice
 
     def _heard(self, speaker_id: str | None) -> np.ndarray | None:
         heard = self._enrolled_voices.get(speaker_id or "")
@@ -529,22 +654,28 @@ class StreamDiarizer:
             self._origin += drop
             self._windows = {k: v for k, v in self._windows.items() if k[0] >= self._origin}
 
-    def _voice_of(self, vector: np.ndarray, known: int, length: float) -> str | None:
+    def _voice_of(
+        self, vector: np.ndarray, known: int, length: float, *, grow: bool = True
+    ) -> int | None:
         """The session voice the frames gave (``known``), else the closest earlier one, else
-        the next ``spk_N`` when the stretch is long enough to found a voice on (none
-        otherwise: a voice made of a few words would draw later turns of enrolled speakers
-        away from them)."""
-        if 0 <= known < len(self._voices):
+        a new one when the stretch is long enough to found a voice on (none otherwise: a voice
+        made of a few words would draw later turns of enrolled speakers away from them)."""
+        if not 0 <= known < len(self._voices):
+            known = -1
+            open_voices = [i for i in range(len(self._voices)) if i not in self._voice_speaker]
+            if open_voices:
+                centroids = np.stack([normalised_mean(self._voices[i][None]) for i in open_voices])
+                scores = centroids @ vector
+                best = int(np.argmax(scores))
+                if scores[best] >= self._settings.cluster_threshold:
+                    known = open_voices[best]
+        if known < 0:
+            if length < NEW_SESSION_VOICE_S or not grow:
+                return None
+            self._voices.append(np.zeros_like(vector))
+            self._voice_s.append(0.0)
+            known = len(self._voices) - 1
+        if grow:
             self._voices[known] = self._voices[known] + vector
-            return f"spk_{known}"
-        if self._voices:
-            centroids = np.stack([v / np.linalg.norm(v) for v in self._voices])
-            scores = centroids @ vector
-            best = int(np.argmax(scores))
-            if scores[best] >= self._settings.cluster_threshold:
-                self._voices[best] = self._voices[best] + vector
-                return f"spk_{best}"
-        if length < NEW_SESSION_VOICE_S:
-            return None
-        self._voices.append(vector.copy())
-        return f"spk_{len(self._voices) - 1}"
+            self._voice_s[known] += length
+        return known

@@ -117,6 +117,7 @@ def _stream_diarizer(
         min_label_s=settings.DIARIZE_MIN_LABEL_S,
         step_s=settings.STREAM_STEP_S,
         max_latency_s=settings.STREAM_MAX_LATENCY_S,
+        shared_match_margin=settings.DIARIZE_SHARED_MATCH_MARGIN,
         rules=scoring_rules(),
     )
     diarizer = StreamDiarizer(

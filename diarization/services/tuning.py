@@ -28,6 +28,7 @@ def service_tuning() -> dict[str, Any]:
         "min_label_s": settings.DIARIZE_MIN_LABEL_S,
         "affinity_pruning": settings.DIARIZE_AFFINITY_PRUNING,
         "merge_threshold": settings.DIARIZE_MERGE_THRESHOLD,
+        "split_threshold": settings.DIARIZE_SPLIT_THRESHOLD,
         "shared_match_margin": settings.DIARIZE_SHARED_MATCH_MARGIN,
         **asdict(scoring_rules()),
     }

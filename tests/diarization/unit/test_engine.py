@@ -11,11 +11,14 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 from pyannote.metrics.identification import IdentificationErrorRate
 
 from diarization.engine import (
+    CLUSTER_HOP_S,
     FRAME_S,
+    MIN_SPLIT_S,
     Diarization,
     DiarizationOptions,
     Turn,
     _measure_runs,
+    _split_clusters,
     as_result,
     diarize,
 )
@@ -258,3 +261,51 @@ def test_a_strangers_short_turn_between_an_enrolled_speakers_turns_is_not_given_
     assert any(
         s["speaker_label"] == "speaker90" and s["end"] < stranger_from for s in body["segments"]
     )
+
+
+def two_voices(similarity: float, first: int, second: int) -> np.ndarray:
+    """Window embeddings of two voices whose centres score ``similarity``: ``first`` windows
+    of one, then ``second`` of the other."""
+    rng = np.random.default_rng(0)
+    one = rng.standard_normal(256)
+    one /= np.linalg.norm(one)
+    other = rng.standard_normal(256)
+    other -= (other @ one) * one
+    other /= np.linalg.norm(other)
+    two = similarity * one + np.sqrt(1 - similarity**2) * other
+    rows = [
+        centre + 0.3 * rng.standard_normal(256) / 16 for centre in [one] * first + [two] * second
+    ]
+    out = np.stack(rows).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+ENOUGH_TO_SPLIT = int(np.ceil(MIN_SPLIT_S / CLUSTER_HOP_S))
+
+
+def test_a_cluster_holding_two_unlike_voices_is_split_in_two():
+    windows = two_voices(0.7, 20, ENOUGH_TO_SPLIT)
+
+    out = _split_clusters(windows, np.zeros(len(windows), dtype=int), DiarizationOptions(), 20)
+
+    assert len(set(out[:20].tolist())) == 1
+    assert len(set(out[20:].tolist())) == 1
+    assert out[0] != out[-1]
+
+
+@pytest.mark.parametrize(
+    ("similarity", "second", "wanted_max", "why"),
+    [
+        (0.9, 20, 20, "the halves sound alike"),
+        (0.7, ENOUGH_TO_SPLIT - 1, 20, "one half holds too little speech"),
+        (0.7, 20, 1, "the speaker-count hint allows one voice"),
+    ],
+)
+def test_a_cluster_is_kept_whole_when(similarity, second, wanted_max, why):
+    windows = two_voices(similarity, 20, second)
+
+    out = _split_clusters(
+        windows, np.zeros(len(windows), dtype=int), DiarizationOptions(), wanted_max
+    )
+
+    assert set(out.tolist()) == {0}, why
