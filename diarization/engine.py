@@ -32,6 +32,7 @@ from diarization.scoring import (
     FRAME_S,
     MIN_EMBED_S,
     SAMPLE_RATE,
+    WINDOW_S,
     Attribution,
     Reason,
     ScoringRules,
@@ -127,6 +128,8 @@ class Diarization:
     # Each stretch's own embedding (by ``Turn.run``); a turn without one is judged by its
     # voice's centroid.
     evidence: dict[int, np.ndarray] = field(default_factory=dict)
+    # A turn long enough to hold windows of its own is judged by them (by index in ``turns``).
+    turn_evidence: dict[int, np.ndarray] = field(default_factory=dict)
     identified: dict[int, Identification] = field(default_factory=dict)
     cluster_labels: dict[int, str] = field(default_factory=dict)
     warnings: list[dict[str, str]] = field(default_factory=list)
@@ -145,10 +148,13 @@ class Diarization:
         # with no turn is no one's voice).
         unenrolled = sorted(self.cluster_labels)
         voices = self.centroids[unenrolled]
-        for turn in self.turns:
+        for index, turn in enumerate(self.turns):
             who = self.identified.get(turn.cluster)
+            own = self.turn_evidence.get(index)
             decided = attribute(
-                self.evidence.get(turn.run, self.centroids[turn.cluster]),
+                own
+                if own is not None
+                else self.evidence.get(turn.run, self.centroids[turn.cluster]),
                 gallery,
                 who.speaker_id if who else None,
                 self.centroids[turn.cluster],
@@ -453,7 +459,14 @@ def diarize(
     evidence = _run_evidence(samples, turns, spans, embeddings, engine)
 
     scores_out = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
-    diarization = Diarization(duration_s, turns, centroids, scores_out, evidence=evidence)
+    diarization = Diarization(
+        duration_s,
+        turns,
+        centroids,
+        scores_out,
+        evidence=evidence,
+        turn_evidence=_turn_evidence(turns, spans, embeddings),
+    )
     diarization.identify(gallery, options)
     return diarization
 
@@ -546,6 +559,29 @@ def _run_evidence(
         if len(audio) >= MIN_EMBED_S * SAMPLE_RATE:
             evidence[run] = engine.embed(audio)
     return evidence
+
+
+def _turn_evidence(
+    turns: list[Turn], spans: list[tuple[int, int]], embeddings: np.ndarray
+) -> dict[int, np.ndarray]:
+    """Each turn's own embedding, from the windows wholly inside it, for turns that hold one:
+    a stretch bridges short pauses, and when the clustering has put two similar voices
+    together, a stranger's turn would otherwise be judged with the enrolled speaker's next
+    one."""
+    starts = np.asarray([s for s, _ in spans], dtype=np.int64)
+    ends = np.asarray([e for _, e in spans], dtype=np.int64)
+    # A region shorter than a window is one short span: too little to judge a turn alone by.
+    whole = ends - starts >= int(WINDOW_S * SAMPLE_RATE)
+    out: dict[int, np.ndarray] = {}
+    for index, turn in enumerate(turns):
+        inside = (
+            whole
+            & (starts >= int(turn.start * SAMPLE_RATE))
+            & (ends <= int(turn.end * SAMPLE_RATE))
+        )
+        if inside.any():
+            out[index] = normalised_mean(embeddings[inside])
+    return out
 
 
 def _frame_scores(frames: int, options: DiarizationOptions) -> np.ndarray | None:

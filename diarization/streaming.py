@@ -17,9 +17,11 @@ voice the session already knows as that speaker. Otherwise it gets a session voi
 (the closest earlier one, or a new one founded on enough speech), or none. A session voice
 is found to be an enrolled speaker once its centroid reaches the identification threshold, or
 when a stretch of a speaker not heard yet reaches the threshold and sounds like it (the voice
-was founded on that speaker's weaker first words); speech that itself scores like an enrolled
-speaker is never added to a session voice, so a stranger's voice cannot drift towards
-someone enrolled. A delta, once sent, is never revised.
+was founded on that speaker's weaker first words). A turn that carries on a ``spk_N`` is judged
+again on its longer stretch at each step, so it is named from the step its speech confirms
+the speaker. Speech that itself scores like an enrolled speaker is never added to a session
+voice, so a stranger's voice cannot drift towards someone enrolled. A delta, once sent, is
+never revised.
 """
 
 from __future__ import annotations
@@ -452,9 +454,13 @@ class StreamDiarizer:
             and whole[0] < start
             and last[1] == voice
         ):
-            # The same voice carries on past the last delta: its label stands.
-            self._last = (end, voice, last[2])
-            return replace(last[2], start=delta_start, end=delta_end)
+            # The same voice carries on past the last delta: its label stands, unless a voice
+            # nobody enrolled turns out, on the longer stretch, to be an enrolled speaker.
+            delta = self._named_on_more_evidence(whole, length, spans, embeddings)
+            if delta is None:
+                delta = last[2]
+            self._last = (end, voice, delta)
+            return replace(delta, start=delta_start, end=delta_end)
         delta = self._judge(delta_start, delta_end, voice, whole, length, spans, embeddings)
         self._last = (end, voice, delta)
         return delta
@@ -514,6 +520,39 @@ class StreamDiarizer:
             if decided.speaker_id == identified and self._is_live(identified):
                 return self._enrolled_delta(delta_start, delta_end, identified, evidence)
         return Delta(delta_start, delta_end, f"spk_{known}", reason=str(reason))
+
+    def _named_on_more_evidence(
+        self,
+        whole: tuple[int, int],
+        length: float,
+        spans: list[tuple[int, int]],
+        embeddings: np.ndarray,
+    ) -> Delta | None:
+        """The enrolled delta of a stretch that carries on a ``spk_N``, when the stretch so far
+        passes the rules for the gallery's best (its first words may have scored under them);
+        None otherwise. The session voice is not grown again by it."""
+        last = self._last
+        if (
+            last is None
+            or self._gallery is None
+            or not (last[2].speaker_label or "").startswith("spk_")
+            or length < self._settings.min_label_s
+        ):
+            return None
+        evidence = self._evidence(whole, spans, embeddings)
+        best = self._gallery.speaker_ids[int(np.argmax(self._gallery.scores(evidence[None])[0]))]
+        decided = self._attribute(evidence, best)
+        if decided.closer_voice is not None and self._founded_on_weaker(
+            decided.closer_voice, best, decided.score
+        ):
+            self._promote(decided.closer_voice, best)
+        elif decided.speaker_id is None or not self._voice_identified(
+            best, evidence, decided.score
+        ):
+            return None
+        if not self._is_live(best):
+            return None
+        return self._enrolled_delta(0.0, 0.0, best, evidence)
 
     def _candidate(self, voice: int, evidence: np.ndarray, enrolled: int) -> str | None:
         """The enrolled speaker a stretch may be: the frames' enrolled voice, the enrolled

@@ -309,3 +309,32 @@ def test_a_cluster_is_kept_whole_when(similarity, second, wanted_max, why):
     )
 
     assert set(out.tolist()) == {0}, why
+
+
+def test_a_turn_with_windows_of_its_own_is_judged_by_them_not_by_its_stretch():
+    # One voice (alice-id) whose stretch bridges two turns across a short pause: the stretch
+    # as a whole scores 0.8 against alice, but the second turn's own windows only 0.5 (a
+    # stranger the clustering put with her).
+    voice = np.eye(1, 256, dtype=np.float32)
+    stranger = (0.5 * np.eye(1, 256, 0) + np.sqrt(0.75) * np.eye(1, 256, 2)).astype(np.float32)
+    stretch = (0.8 * np.eye(1, 256, 0) + 0.6 * np.eye(1, 256, 2)).astype(np.float32)
+    turns = [
+        Turn(start=0.0, end=3.0, cluster=0, confidence=0.9),
+        Turn(start=3.3, end=6.0, cluster=0, confidence=0.9),
+    ]
+    _measure_runs(turns)
+    assert turns[0].run == turns[1].run
+    result = Diarization(
+        duration_s=6.0,
+        turns=turns,
+        centroids=voice,
+        frame_confidence=None,
+        evidence={turns[0].run: stretch[0]},
+        turn_evidence={0: voice[0], 1: stranger[0]},
+    )
+    options = DiarizationOptions()
+
+    result.identify(EnrolledGallery(["alice-id"], voice), options)
+
+    assert result.decision(turns[0], options.min_label_s) == ("alice-id", Reason.ENROLLED_MATCH)
+    assert result.decision(turns[1], options.min_label_s) == (None, Reason.WEAK_MATCH)

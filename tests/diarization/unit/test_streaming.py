@@ -398,3 +398,23 @@ def test_a_turn_that_ends_while_the_next_one_is_under_way_is_decided_whole(engin
     assert over_a
     # Its last words are judged with the rest of the turn, not as a short stretch of their own.
     assert all(d.speaker_label == "A" for d in over_a if d.end - d.start > 0.05), over_a
+
+
+def test_a_turn_first_heard_as_a_session_voice_is_named_once_its_speech_confirms_them(
+    engine, voiceprints
+):
+    # B's voiceprint blurred (as a short, noisy enrollment would be): B's first words score
+    # under the threshold and found a spk_N, the turn grown longer reaches it.
+    rng = np.random.default_rng(0)
+    blur = rng.standard_normal(len(voiceprints["B"]))
+    blur -= (blur @ voiceprints["B"]) * voiceprints["B"]
+    weak = voiceprints["B"] + 0.85 * blur / np.linalg.norm(blur)
+    stream = diarizer(engine, gallery=EnrolledGallery(["B"], (weak / np.linalg.norm(weak))[None]))
+
+    deltas = feed(stream, audio.clip([(21.9, 28.4)]), chunk=SAMPLE_RATE // 2) + stream.flush()
+
+    labels = [d.speaker_label for d in deltas]
+    assert labels[0] is not None and SPEAKER_ID.match(labels[0])
+    named = labels.index("B")
+    # Deltas already sent stay as they were; from the first B on, the turn is B's.
+    assert all(label == "B" for label in labels[named:]), labels
