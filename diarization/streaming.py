@@ -57,7 +57,7 @@ VAD_CHUNK = 512  # samples Silero takes at 16 kHz
 NEW_SESSION_VOICE_S = 1.2
 # A stretch this close to how the session has heard an enrolled speaker is that speaker's
 # voice (a stretch against a centroid of many: lower than the session voices' threshold).
-HEARD_VOICE_SCORE = 0.72
+HEARD_VOICE_SCORE = 0.70
 # The speech a session voice holds before it may be found to be an enrolled speaker.
 IDENTIFY_VOICE_S = 3.0
 
