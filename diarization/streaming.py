@@ -540,7 +540,7 @@ class StreamDiarizer:
         ):
             return None
         evidence = self._evidence(whole, spans, embeddings)
-        best = self._gallery.speaker_ids[int(np.argmax(self._gallery.scores(evidence[None])[0]))]
+        best, _ = self._gallery_best(self._gallery, evidence)
         decided = self._attribute(evidence, best)
         if decided.closer_voice is not None and self._founded_on_weaker(
             decided.closer_voice, best, decided.score
@@ -564,7 +564,14 @@ class StreamDiarizer:
             return self._gallery.speaker_ids[voice]
         if voice - enrolled in self._voice_speaker:
             return self._voice_speaker[voice - enrolled]
-        return self._gallery.speaker_ids[int(np.argmax(self._gallery.scores(evidence[None])[0]))]
+        return self._gallery_best(self._gallery, evidence)[0]
+
+    @staticmethod
+    def _gallery_best(gallery: EnrolledGallery, evidence: np.ndarray) -> tuple[str, float]:
+        """The enrolled speaker the evidence scores best against, and that score."""
+        scores = gallery.scores(evidence[None])[0]
+        best = int(np.argmax(scores))
+        return gallery.speaker_ids[best], float(scores[best])
 
     def _attribute(self, evidence: np.ndarray, candidate: str | None) -> Attribution:
         """``scoring.attribute`` against the session voices that are nobody enrolled
@@ -640,11 +647,8 @@ class StreamDiarizer:
         (one erased since the session began is nobody enrolled)."""
         if self._gallery is None:
             return False
-        scores = self._gallery.scores(evidence[None])[0]
-        best = int(np.argmax(scores))
-        return float(scores[best]) >= self._settings.threshold and self._is_live(
-            self._gallery.speaker_ids[best]
-        )
+        speaker_id, score = self._gallery_best(self._gallery, evidence)
+        return score >= self._settings.threshold and self._is_live(speaker_id)
 
     def _founded_on_weaker(self, index: int, speaker_id: str, score: float | None) -> bool:
         """Whether session voice ``index``, which a stretch scoring at the identification
