@@ -10,18 +10,21 @@ step, and open speech once it is ``max_latency_s - step_s`` old, so no delta com
 ``max_latency_s`` after the audio it covers; a change of voice inside the decided audio splits
 it into one delta per voice.
 
-Each delta's label is judged on its stretch's own evidence (``scoring.attribute``). It names an
-enrolled speaker when the evidence passes the turn rules and the voice is identified, as a
-batch cluster is: the stretch reaches the identification threshold on its own, or it is the
-voice the session already knows as that speaker. Otherwise it gets a session voice ``spk_N``
-(the closest earlier one, or a new one founded on enough speech), or none. A session voice
-is found to be an enrolled speaker once its centroid reaches the identification threshold, or
-when a stretch of a speaker not heard yet reaches the threshold and sounds like it (the voice
-was founded on that speaker's weaker first words). A turn that carries on a ``spk_N`` is judged
-again on its longer stretch at each step, so it is named from the step its speech confirms
-the speaker. Speech that itself scores like an enrolled speaker is never added to a session
-voice, so a stranger's voice cannot drift towards someone enrolled. A delta, once sent, is
-never revised.
+Each delta's label is judged on its stretch's own evidence (``scoring.attribute``), against the
+voiceprints as the frames score them (blended with the session's audio of a speaker once it
+has heard them). It names an enrolled speaker when the evidence passes the turn rules and the
+voice is identified, as a batch cluster is: the stretch reaches the identification threshold
+on its own, or it is the voice the session already knows as that speaker (its frames chose
+that speaker's row, or it sounds like the session's audio of them). Otherwise it gets a
+session voice ``spk_N`` (the closest earlier one, or a new one founded on enough speech), or
+none. A session voice is found to be an enrolled speaker once its centroid reaches the
+identification threshold, or when a stretch reaching the threshold for a speaker sounds like
+it and the voice sounds like that speaker as the session has heard them, if it has (the
+voice was founded on that speaker's weaker words). A turn that carries on a ``spk_N`` is
+judged again on its longer stretch at each step, so it is named from the step its speech
+confirms the speaker. Speech that itself scores like an enrolled speaker is never added to a
+session voice, so a stranger's voice cannot drift towards someone enrolled. A delta, once
+sent, is never revised.
 """
 
 from __future__ import annotations
@@ -390,23 +393,31 @@ class StreamDiarizer:
         return np.stack([self._windows[span] for span in spans])
 
     def _candidate_voices(self) -> np.ndarray:
-        """The enrolled voiceprints, then the session's spk_N (the last column, added by the
-        caller, is a voice not heard yet)."""
+        """The enrolled speakers as this session knows them, then the session's spk_N (the
+        last column, added by the caller, is a voice not heard yet)."""
         rows = []
-        if self._gallery is not None and self._label:
-            # An enrolled speaker already heard is also scored as this session's audio of them
-            # (same microphone, same room), which the enrollment recording is not.
-            for speaker_id, voiceprint in zip(
-                self._gallery.speaker_ids, self._gallery.matrix, strict=True
-            ):
-                heard = self._heard(speaker_id)
-                rows.append(
-                    voiceprint if heard is None else normalised_mean(np.stack([voiceprint, heard]))
-                )
+        if self._label and (known := self._session_gallery()) is not None:
+            rows = list(known.matrix)
         rows += [normalised_mean(v[None]) for v in self._voices]
         if not rows:
             return np.zeros((0, self._engine.dimension), dtype=np.float32)
         return np.stack(rows)
+
+    def _session_gallery(self) -> EnrolledGallery | None:
+        """The enrolled voiceprints, each one blended with the session's audio of its speaker
+        once the session has heard them (same microphone, same room, which the enrollment
+        recording is not): what frames and stretches are scored against."""
+        if self._gallery is None:
+            return None
+        rows = []
+        for speaker_id, voiceprint in zip(
+            self._gallery.speaker_ids, self._gallery.matrix, strict=True
+        ):
+            heard = self._heard(speaker_id)
+            rows.append(
+                voiceprint if heard is None else normalised_mean(np.stack([voiceprint, heard]))
+            )
+        return EnrolledGallery(self._gallery.speaker_ids, np.stack(rows))
 
     def _stretches(
         self, path: np.ndarray, speech: np.ndarray, first: int, ready: int
@@ -483,17 +494,19 @@ class StreamDiarizer:
         decided = self._attribute(evidence, candidate)
         if decided.speaker_id is not None and length >= self._settings.min_label_s:
             speaker_id = decided.speaker_id
-            if self._voice_identified(speaker_id, evidence, decided.score) and self._is_live(
-                speaker_id
-            ):
+            # Frames that chose the speaker's row once it holds the session's audio of them
+            # are that voice, as a batch turn of an identified cluster is.
+            on_heard_row = 0 <= voice < enrolled and self._heard(speaker_id) is not None
+            recognised = on_heard_row or self._voice_identified(speaker_id, evidence, decided.score)
+            if recognised and self._is_live(speaker_id):
                 return self._enrolled_delta(delta_start, delta_end, speaker_id, evidence)
         if (
             candidate is not None
             and decided.closer_voice is not None
             and self._founded_on_weaker(decided.closer_voice, candidate, decided.score)
         ):
-            # The session voice it sounds like is this enrolled speaker, founded before any
-            # stretch of theirs reached the threshold.
+            # The session voice it sounds like is this enrolled speaker, founded on words of
+            # theirs that scored under the rules.
             self._promote(decided.closer_voice, candidate)
             if length >= self._settings.min_label_s and self._is_live(candidate):
                 return self._enrolled_delta(delta_start, delta_end, candidate, evidence)
@@ -574,12 +587,12 @@ class StreamDiarizer:
         return gallery.speaker_ids[best], float(scores[best])
 
     def _attribute(self, evidence: np.ndarray, candidate: str | None) -> Attribution:
-        """``scoring.attribute`` against the session voices that are nobody enrolled
-        (``closer_voice`` is a session voice's index)."""
+        """``scoring.attribute`` against the enrolled speakers as the session knows them and the
+        session voices that are nobody enrolled (``closer_voice`` is a session voice's index)."""
         open_voices = [i for i in range(len(self._voices)) if i not in self._voice_speaker]
         decided = attribute(
             evidence,
-            self._gallery,
+            self._session_gallery(),
             candidate,
             self._heard(candidate),
             np.stack([normalised_mean(self._voices[i][None]) for i in open_voices])
@@ -652,17 +665,21 @@ class StreamDiarizer:
 
     def _founded_on_weaker(self, index: int, speaker_id: str, score: float | None) -> bool:
         """Whether session voice ``index``, which a stretch scoring at the identification
-        threshold for an enrolled speaker not heard yet sounds like, is that speaker: its
-        centroid's best enrolled match is them, at the turn threshold."""
+        threshold for an enrolled speaker sounds like, is that speaker: its centroid's best
+        enrolled match is them, at the turn threshold, and, once the session has heard them,
+        it sounds like them as heard (it was founded on their weaker words, not a stranger's)."""
         if (
             self._gallery is None
             or score is None
             or score < self._settings.threshold
-            or speaker_id in self._enrolled_voices
             or not self._is_live(speaker_id)
         ):
             return False
-        scores = self._gallery.scores(normalised_mean(self._voices[index][None])[None])[0]
+        centroid = normalised_mean(self._voices[index][None])
+        heard = self._heard(speaker_id)
+        if heard is not None and float(heard @ centroid) < HEARD_VOICE_SCORE:
+            return False
+        scores = self._gallery.scores(centroid[None])[0]
         best = int(np.argmax(scores))
         return (
             self._gallery.speaker_ids[best] == speaker_id

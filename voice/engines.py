@@ -99,23 +99,29 @@ class ResemblyzerEngine(EmbeddingEngine):
 
     def embed_spans(self, samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
         # One mel spectrogram for the whole recording, then one batched pass per block of
-        # windows: diarization embeds thousands of overlapping windows.
+        # windows of one width: diarization embeds thousands of overlapping windows, and a
+        # span padded to a longer neighbour's width would embed the padding too.
         from resemblyzer.audio import wav_to_mel_spectrogram
 
         if not spans:
             return np.zeros((0, self.dimension), dtype=np.float32)
         mel = wav_to_mel_spectrogram(samples.astype(np.float32))
-        frames = [(start // 160, max(start // 160 + 1, end // 160)) for start, end in spans]
-        width = max(b - a for a, b in frames)
-        padded = np.zeros((len(frames), width, mel.shape[1]), dtype=np.float32)
+        last = len(mel) - 1
+        frames = [
+            (min(start // 160, last), max(min(start // 160, last) + 1, end // 160))
+            for start, end in spans
+        ]
+        out = np.zeros((len(spans), self.dimension), dtype=np.float32)
+        rows_of: dict[int, list[int]] = {}
         for row, (a, b) in enumerate(frames):
-            chunk = mel[a:b]
-            padded[row, : len(chunk)] = chunk
-        out = []
+            rows_of.setdefault(min(b, len(mel)) - a, []).append(row)
         with torch.inference_mode():
-            for block in range(0, len(padded), SPAN_BATCH):
-                out.append(self._encoder(torch.from_numpy(padded[block : block + SPAN_BATCH])))
-        return _normalise(torch.cat(out).numpy())
+            for width, rows in rows_of.items():
+                for block in range(0, len(rows), SPAN_BATCH):
+                    chosen = rows[block : block + SPAN_BATCH]
+                    batch = np.stack([mel[frames[r][0] : frames[r][0] + width] for r in chosen])
+                    out[chosen] = self._encoder(torch.from_numpy(batch)).numpy()
+        return _normalise(out)
 
 
 class PyannoteEngine(EmbeddingEngine):

@@ -270,7 +270,7 @@ def test_no_delta_comes_later_than_the_latency_budget_and_none_is_revised(engine
         assert before.end <= after.start  # each delta is final: none covers sent audio again
 
 
-def test_the_sample_streamed_at_real_time_pace_is_identified_within_23_percent_ier(engine, gallery):
+def test_the_sample_streamed_at_real_time_pace_is_identified_within_19_percent_ier(engine, gallery):
     from pyannote.core import Annotation, Segment
     from pyannote.database.util import load_rttm
     from pyannote.metrics.identification import IdentificationErrorRate
@@ -287,8 +287,9 @@ def test_the_sample_streamed_at_real_time_pace_is_identified_within_23_percent_i
         {"speaker90": "A", "speaker91": "B"}
     )
     ier = IdentificationErrorRate()(reference, hypothesis)
-    # Measured 21.9 %: B's 0.8 s turn at 7.55 s and the overlap at 18.15 s (bench/accuracy.py).
-    assert ier <= 0.23, ier
+    # Measured 17.7 %: the overlap, A's first 0.4 s and B's 0.8 s turn at 7.55 s
+    # (bench/accuracy.py).
+    assert ier <= 0.19, ier
     # A change of speaker inside the audio of one step is split, not labelled as one voice.
     assert at(deltas, 16.0).speaker_label == "B" and at(deltas, 12.0).speaker_label == "A"
 
@@ -418,3 +419,57 @@ def test_a_turn_first_heard_as_a_session_voice_is_named_once_its_speech_confirms
     named = labels.index("B")
     # Deltas already sent stay as they were; from the first B on, the turn is B's.
     assert all(label == "B" for label in labels[named:]), labels
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def directions(voiceprint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors orthogonal to the voiceprint and to each other."""
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal(len(voiceprint))
+    first -= (first @ voiceprint) * voiceprint
+    first = unit(first)
+    second = rng.standard_normal(len(voiceprint))
+    second -= (second @ voiceprint) * voiceprint + (second @ first) * first
+    return first, unit(second)
+
+
+def test_a_session_voice_is_found_to_be_a_heard_speaker_only_when_it_sounds_like_them_as_heard(
+    engine, voiceprints
+):
+    a = voiceprints["A"]
+    away, aside = directions(a)
+    stream = diarizer(engine, gallery=EnrolledGallery(["A"], a[None]))
+    # How the session has heard A, and two session voices whose best enrolled match is A
+    # at 0.70: one made of A's weaker words (close to A as heard), one a stranger's.
+    stream._enrolled_voices["A"] = unit(a + 0.5 * aside)
+    stream._voices = [unit(0.7 * a + 0.714 * aside), unit(0.7 * a + 0.714 * away)]
+    stream._voice_s = [3.0, 3.0]
+
+    assert stream._founded_on_weaker(0, "A", score=0.8)
+    assert not stream._founded_on_weaker(1, "A", score=0.8)
+    # A stretch under the identification threshold is no ground to find either.
+    assert not stream._founded_on_weaker(0, "A", score=0.7)
+
+
+def test_a_stretch_on_a_heard_speakers_row_is_theirs_under_the_identification_threshold(
+    engine, voiceprints
+):
+    a = voiceprints["A"]
+    away, aside = directions(a)
+    # A's stretch at 0.70 against the voiceprint (above the turn threshold, under the
+    # identification threshold), not close to A as heard so far either.
+    evidence = unit(0.7 * a + 0.714 * away)
+    window = [(0, int(1.5 * SAMPLE_RATE))]
+
+    def judged(voice: int) -> Delta:
+        stream = diarizer(engine, gallery=EnrolledGallery(["A"], a[None]))
+        stream._enrolled_voices["A"] = unit(a + 0.5 * aside)
+        return stream._judge(0.0, 1.5, voice, window[0], 1.5, window, evidence[None])
+
+    # The frames chose A's row (the voiceprint blended with A as heard): A's.
+    assert judged(0).speaker_label == "A"
+    # The frames chose a voice not heard yet: the stretch alone does not identify A.
+    assert judged(1).speaker_label != "A"

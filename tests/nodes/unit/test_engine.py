@@ -90,6 +90,9 @@ def test_both_engines_embed_many_spans_at_once(local_checkpoint):
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         assert engine.embed_spans(samples, []).shape == (0, engine.dimension)
     resemblyzer = load_engine("resemblyzer")
-    # A span embedded alone or in a batch is the same window.
-    alone = resemblyzer.embed_spans(samples, spans[:1])[0]
-    assert float(alone @ resemblyzer.embed_spans(samples, spans)[0]) == pytest.approx(1.0, abs=1e-4)
+    # A span embedded alone or in a batch is the same window, the shorter one too (not
+    # padded to its neighbours' width).
+    batched = resemblyzer.embed_spans(samples, spans)
+    for row in (0, 2):
+        alone = resemblyzer.embed_spans(samples, [spans[row]])[0]
+        assert float(alone @ batched[row]) == pytest.approx(1.0, abs=1e-4)
