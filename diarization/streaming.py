@@ -268,6 +268,10 @@ class StreamDiarizer:
         self._voice_speaker: dict[int, str] = {}
         # Enrolled speakers as heard in this session: sums of their stretches' evidence.
         self._enrolled_voices: dict[str, np.ndarray] = {}
+        self._gallery_row = (
+            {s: i for i, s in enumerate(self._gallery.speaker_ids)} if self._gallery else {}
+        )
+        self._known: EnrolledGallery | None = None  # the gallery as the session knows it
         # The last delta sent: where it ended, the frames' voice, the delta.
         self._last: tuple[int, int, Delta] | None = None
         self.matched: set[str] = set()
@@ -406,18 +410,24 @@ class StreamDiarizer:
     def _session_gallery(self) -> EnrolledGallery | None:
         """The enrolled voiceprints, each one blended with the session's audio of its speaker
         once the session has heard them (same microphone, same room, which the enrollment
-        recording is not): what frames and stretches are scored against."""
+        recording is not): what frames and stretches are scored against. Built again only
+        after the session has heard more."""
         if self._gallery is None:
             return None
-        rows = []
-        for speaker_id, voiceprint in zip(
-            self._gallery.speaker_ids, self._gallery.matrix, strict=True
-        ):
-            heard = self._heard(speaker_id)
-            rows.append(
-                voiceprint if heard is None else normalised_mean(np.stack([voiceprint, heard]))
-            )
-        return EnrolledGallery(self._gallery.speaker_ids, np.stack(rows))
+        if self._known is None:
+            matrix = self._gallery.matrix.copy()
+            for speaker_id, heard in self._enrolled_voices.items():
+                row = self._gallery_row[speaker_id]
+                matrix[row] = normalised_mean(np.stack([matrix[row], normalised_mean(heard[None])]))
+            self._known = EnrolledGallery(self._gallery.speaker_ids, matrix)
+        return self._known
+
+    def _hear(self, speaker_id: str, vector: np.ndarray) -> None:
+        """Adds a stretch's evidence (or a session voice) to how the session has heard an
+        enrolled speaker."""
+        heard = self._enrolled_voices.get(speaker_id)
+        self._enrolled_voices[speaker_id] = vector if heard is None else heard + vector
+        self._known = None
 
     def _stretches(
         self, path: np.ndarray, speech: np.ndarray, first: int, ready: int
@@ -608,8 +618,7 @@ class StreamDiarizer:
         self, delta_start: float, delta_end: float, speaker_id: str, evidence: np.ndarray
     ) -> Delta:
         self.matched.add(speaker_id)
-        heard = self._enrolled_voices.get(speaker_id)
-        self._enrolled_voices[speaker_id] = evidence if heard is None else heard + evidence
+        self._hear(speaker_id, evidence)
         return Delta(
             delta_start,
             delta_end,
@@ -688,9 +697,7 @@ class StreamDiarizer:
 
     def _promote(self, index: int, speaker_id: str) -> None:
         self._voice_speaker[index] = speaker_id
-        heard = self._enrolled_voices.get(speaker_id)
-        voice = self._voices[index]
-        self._enrolled_voices[speaker_id] = voice if heard is None else heard + voice
+        self._hear(speaker_id, self._voices[index])
 
     def _heard(self, speaker_id: str | None) -> np.ndarray | None:
         heard = self._enrolled_voices.get(speaker_id or "")
