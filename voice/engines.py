@@ -106,20 +106,19 @@ class ResemblyzerEngine(EmbeddingEngine):
         if not spans:
             return np.zeros((0, self.dimension), dtype=np.float32)
         mel = wav_to_mel_spectrogram(samples.astype(np.float32))
-        last = len(mel) - 1
-        frames = [
-            (min(start // 160, last), max(min(start // 160, last) + 1, end // 160))
-            for start, end in spans
-        ]
-        out = np.zeros((len(spans), self.dimension), dtype=np.float32)
+        frames = []
+        for start, end in spans:
+            first = min(start // 160, len(mel) - 1)
+            frames.append((first, min(len(mel), max(first + 1, end // 160))))
         rows_of: dict[int, list[int]] = {}
-        for row, (a, b) in enumerate(frames):
-            rows_of.setdefault(min(b, len(mel)) - a, []).append(row)
+        for row, (first, stop) in enumerate(frames):
+            rows_of.setdefault(stop - first, []).append(row)
+        out = np.zeros((len(spans), self.dimension), dtype=np.float32)
         with torch.inference_mode():
-            for width, rows in rows_of.items():
+            for rows in rows_of.values():
                 for block in range(0, len(rows), SPAN_BATCH):
                     chosen = rows[block : block + SPAN_BATCH]
-                    batch = np.stack([mel[frames[r][0] : frames[r][0] + width] for r in chosen])
+                    batch = np.stack([mel[slice(*frames[r])] for r in chosen])
                     out[chosen] = self._encoder(torch.from_numpy(batch)).numpy()
         return _normalise(out)
 
