@@ -96,6 +96,7 @@ from pyannote.metrics.identification import IdentificationErrorRate  # noqa: E40
 from bench.common import LIBRISPEECH, RATE, decode  # noqa: E402
 from config import settings as service_settings
 from diarization.engine import DiarizationOptions, as_result, diarize
+from diarization.segmentation import speech_detector
 from diarization.streaming import StreamDiarizer, StreamSettings
 from enrollment.calibration import PairScores, rates_at, thresholds_for
 from tests import audio  # noqa: E402
@@ -218,6 +219,12 @@ class Models:
         self.vad = SileroVad()
         self.options = DiarizationOptions()
         self.stream_settings = service_stream_settings()
+        # Speech and overlap as the service's nodes find them.
+        self.detector = speech_detector(
+            service_settings.DIARIZE_SEGMENTATION_MODEL,
+            service_settings.DIARIZE_SEGMENTATION_STEP_S,
+            DIARIZATION_PAD_MS,
+        )
 
     def voiceprint(
         self, samples: np.ndarray, regions: list[SpeechRegion] | None = None
@@ -233,9 +240,8 @@ class Models:
         self, samples: np.ndarray, gallery: EnrolledGallery | None
     ) -> list[dict[str, Any]]:
         """The job result's segments, as a node computes them for a whole recording."""
-        regions = self.vad.speech_regions(samples, pad_ms=DIARIZATION_PAD_MS)
-        spans = [(r.start, r.end) for r in regions]
-        result = diarize(samples, spans, self.engine, gallery, self.options)
+        spans, overlap = self.detector.regions(samples)
+        result = diarize(samples, spans, self.engine, gallery, self.options, overlap=overlap)
         return list(as_result(result, self.options)["segments"])
 
     def stream_segments(

