@@ -96,7 +96,7 @@ from pyannote.metrics.identification import IdentificationErrorRate  # noqa: E40
 from bench.common import LIBRISPEECH, RATE, decode  # noqa: E402
 from config import settings as service_settings
 from diarization.engine import DiarizationOptions, as_result, diarize
-from diarization.segmentation import speech_detector
+from diarization.segmentation import BundledSegmentation, speech_detector
 from diarization.streaming import StreamDiarizer, StreamSettings
 from enrollment.calibration import PairScores, rates_at, thresholds_for
 from tests import audio  # noqa: E402
@@ -257,6 +257,7 @@ class Models:
             display_names={},
             label_speakers=True,
             is_live=lambda speaker_id: True,
+            overlap=self.detector if isinstance(self.detector, BundledSegmentation) else None,
         )
         piece = int(STREAM_PIECE_S * RATE)
         deltas = []

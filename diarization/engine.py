@@ -36,6 +36,7 @@ from scipy.linalg import eigh
 from scipy.optimize import linear_sum_assignment
 
 from diarization.scoring import (
+    CONTINUED_WITHIN_S,
     FRAME_S,
     MIN_EMBED_S,
     SAMPLE_RATE,
@@ -635,7 +636,7 @@ def _second_voices(
     stretch), the voice its frames score best for after the first.
     """
     out: dict[tuple[int, int], tuple[int, int]] = {}
-    gap = int(round(RUN_GAP_S / FRAME_S))
+    gap = int(round(CONTINUED_WITHIN_S / FRAME_S))
     edges = np.flatnonzero(np.diff(np.concatenate([[0], overlapped.astype(int), [0]])))
     for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
         first = int(np.bincount(winner[start:end]).argmax())
@@ -707,7 +708,7 @@ def _turns(
 
 def _link_continued(turns: list[Turn]) -> None:
     """Links each overlapped turn to the nearest clean turn of its voice that ends or starts
-    within RUN_GAP_S of it."""
+    within CONTINUED_WITHIN_S of it."""
     for turn in turns:
         if not turn.overlapped:
             continue
@@ -716,7 +717,7 @@ def _link_continued(turns: list[Turn]) -> None:
             if other.overlapped or other.cluster != turn.cluster:
                 continue
             pause = max(other.start - turn.end, turn.start - other.end, 0.0)
-            if pause > RUN_GAP_S:
+            if pause > CONTINUED_WITHIN_S:
                 continue
             rank = (pause, -(other.end - other.start))
             if best is None or rank < best:

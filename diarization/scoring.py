@@ -32,6 +32,8 @@ WINDOW_S = 1.5
 HOP_S = 0.25
 # Speech shorter than this has no embedding of its own.
 MIN_EMBED_S = 0.4
+# Overlapped speech continues a clean turn of one of its voices that ends or starts this close.
+CONTINUED_WITHIN_S = 0.5
 
 
 class Reason(StrEnum):

@@ -161,15 +161,20 @@ class BundledSegmentation:
                 covered[offset : offset + keep] += 1
         return np.rint(total / np.maximum(covered, 1)).astype(int)
 
+    @staticmethod
+    def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+        """(first, end) frame of each run of True in ``mask``."""
+        changes = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+        return [(int(a), int(b)) for a, b in zip(changes[::2], changes[1::2], strict=True)]
+
     def _runs(self, mask: np.ndarray, limit: int) -> Regions:
         """Sample ranges of the runs of ``mask``; each frame stands for the 270 samples
         around its receptive field's centre."""
         edge = self.FRAME_CENTRE - self.FRAME_STEP // 2
-        changes = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
         out: Regions = []
-        for begin, end in zip(changes[::2], changes[1::2], strict=True):
-            first = max(0, int(begin) * self.FRAME_STEP + edge)
-            last = min(limit, int(end) * self.FRAME_STEP + edge)
+        for begin, end in self.runs_of(mask):
+            first = max(0, begin * self.FRAME_STEP + edge)
+            last = min(limit, end * self.FRAME_STEP + edge)
             if last > first:
                 out.append((first, last))
         return out
@@ -228,3 +233,10 @@ def get_speech_detector() -> SpeechDetector:
         settings.DIARIZE_VAD_PAD_MS,
         settings.HF_TOKEN,
     )
+
+
+def get_overlap_detector() -> BundledSegmentation | None:
+    """The bundled model when it is configured: streams hear overlap with it (a checkpoint's
+    pyannote.audio inference is not run step by step; Silero cannot tell overlap)."""
+    detector = get_speech_detector()
+    return detector if isinstance(detector, BundledSegmentation) else None

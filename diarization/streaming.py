@@ -25,6 +25,12 @@ judged again on its longer stretch at each step, so it is named from the step it
 confirms the speaker. Speech that itself scores like an enrolled speaker is never added to a
 session voice, so a stranger's voice cannot drift towards someone enrolled. A delta, once
 sent, is never revised.
+
+With an overlap detector (the bundled segmentation model), each step it also hears the last
+10 s; where two voices speak at once in the decided audio, a second delta covers the same
+time with the label of the other voice's turn it continues (``continues_turn``), as in batch.
+That turn may be decided a step later; the second delta then waits for it while it can still
+come within ``max_latency_s``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch
 from silero_vad import VADIterator
 
 from diarization.scoring import (
+    CONTINUED_WITHIN_S,
     FRAME_S,
     MIN_EMBED_S,
     WINDOW_S,
@@ -51,6 +58,7 @@ from diarization.scoring import (
     smooth_path,
     window_spans,
 )
+from diarization.segmentation import BundledSegmentation
 from voice.engines import EmbeddingEngine
 from voice.gallery import EnrolledGallery
 
@@ -63,6 +71,8 @@ NEW_SESSION_VOICE_S = 1.2
 HEARD_VOICE_SCORE = 0.70
 # The speech a session voice holds before it may be found to be an enrolled speaker.
 IDENTIFY_VOICE_S = 3.0
+# The audio before "now" the overlap detector hears at each step (its chunks are 10 s).
+OVERLAP_CONTEXT_S = 10.0
 
 
 class StreamError(Exception):
@@ -239,8 +249,16 @@ class StreamDiarizer:
         display_names: dict[str, str],
         label_speakers: bool,
         is_live: Callable[[str], bool],
+        overlap: BundledSegmentation | None = None,
     ):
         self._engine = engine
+        self._overlap = overlap if label_speakers else None
+        # Per model frame of the overlap detector from ``_heard_from`` on: the summed count
+        # of voices heard, and how many steps heard it.
+        self._heard_from = 0
+        self._speaking = np.zeros((0, 2), dtype=np.float32)
+        chunk_frames = int(OVERLAP_CONTEXT_S * SAMPLE_RATE) // BundledSegmentation.FRAME_STEP + 1
+        self._taper = np.hanning(chunk_frames + 2)[1:-1].astype(np.float32)
         self._settings = settings
         self._vad = VADIterator(
             vad_model, sampling_rate=SAMPLE_RATE, min_silence_duration_ms=settings.end_of_turn_ms
@@ -274,6 +292,11 @@ class StreamDiarizer:
         self._known: EnrolledGallery | None = None  # the gallery as the session knows it
         # The last delta sent: where it ended, the frames' voice, the delta.
         self._last: tuple[int, int, Delta] | None = None
+        # Labelled deltas of the last seconds: the turns overlapped speech may continue.
+        self._recent: list[Delta] = []
+        # Overlapped speech waiting for the turn of its second voice: (start, end, the label
+        # of its first voice), in seconds.
+        self._open_overlap: list[tuple[float, float, str | None]] = []
         self.matched: set[str] = set()
 
     @property
@@ -379,7 +402,106 @@ class StreamDiarizer:
         deltas = []
         for start, end, voice, whole in self._stretches(path, speech, first, ready):
             deltas.append(self._delta(start, end, voice, whole, spans, embeddings))
+        if self._overlap is not None:
+            deltas += self._second_voices(deltas, now, ready)
         return deltas
+
+    def _second_voices(self, deltas: list[Delta], now: int, ready: int) -> list[Delta]:
+        """Deltas for the second voice of overlapped speech just decided, as in batch
+        (``diarization.engine``): overlapped audio is never matched; it carries the label of
+        the other voice's turn it continues, one that ends or starts within
+        ``CONTINUED_WITHIN_S`` of it. When that turn has not been decided yet, the overlap
+        waits for it while a delta for it can still come within the latency budget."""
+        now_s = now / SAMPLE_RATE
+        out = []
+        waiting = []
+        budget = self._settings.max_latency_s
+        for start, end, first_label in self._open_overlap:
+            if now_s - end > budget:
+                continue  # a delta for it now would come later than the budget allows
+            other = self._continued(start, end, first_label, deltas, after_only=True)
+            if other is not None:
+                out.extend(self._second_voice(start, end, other))
+            elif now_s - end + self._settings.step_s <= budget:
+                waiting.append((start, end, first_label))
+        for start, end in self._overlapped(now, ready):
+            for delta in deltas:
+                low, high = max(start, delta.start), min(end, delta.end)
+                if high <= low:
+                    continue
+                other = self._continued(low, high, delta.speaker_label, deltas)
+                if other is not None:
+                    out.extend(self._second_voice(low, high, other))
+                else:
+                    waiting.append((low, high, delta.speaker_label))
+        self._open_overlap = waiting
+        horizon = now_s - OVERLAP_CONTEXT_S
+        self._recent = [d for d in self._recent + deltas if d.speaker_label and d.end > horizon]
+        return out
+
+    def _overlapped(self, now: int, ready: int) -> list[tuple[float, float]]:
+        """Overlapped speech in the audio being decided (from ``self._decided`` to ``ready``),
+        in seconds.
+
+        Each step the model hears the last ``OVERLAP_CONTEXT_S`` up to now; how many speak in
+        each of its frames is averaged over the steps that heard it, as batch averages it
+        over chunks, so a frame is decided on several hearings."""
+        assert self._overlap is not None
+        step = self._overlap.FRAME_STEP
+        tail = max(self._origin, now - int(OVERLAP_CONTEXT_S * SAMPLE_RATE))
+        counts = self._overlap.speaker_counts(self._audio[tail - self._origin : now - self._origin])
+        first = int(round(tail / step))
+        end = first + len(counts)
+        if end > self._heard_from + len(self._speaking):
+            grow = end - self._heard_from - len(self._speaking)
+            self._speaking = np.concatenate([self._speaking, np.zeros((grow, 2), np.float32)])
+        # As diart aggregates chunks: a frame near a chunk's edge, heard with little context
+        # on one side, weighs less (a Hann taper over the model's 10 s).
+        weight = self._taper[: len(counts)]
+        self._speaking[first - self._heard_from : end - self._heard_from] += np.stack(
+            [counts * weight, weight], axis=1
+        )
+        # Frame k stands for the samples from k * step + edge.
+        edge = self._overlap.FRAME_CENTRE - step // 2
+        low = max(0, (self._decided - edge) // step - self._heard_from)
+        high = max(low, min(len(self._speaking), -(-(ready - edge) // step) - self._heard_from))
+        heard = self._speaking[low:high]
+        two = np.rint(heard[:, 0] / np.maximum(heard[:, 1], 1e-6)) >= 2
+        out = []
+        for start, stop in self._overlap.runs_of(two):
+            first_sample = (self._heard_from + low + start) * step + edge
+            last_sample = (self._heard_from + low + stop) * step + edge
+            start_s, stop_s = max(first_sample, self._decided), min(last_sample, ready)
+            if stop_s > start_s:
+                out.append((round(start_s / SAMPLE_RATE, 3), round(stop_s / SAMPLE_RATE, 3)))
+        return out
+
+    def _continued(
+        self,
+        start: float,
+        end: float,
+        first_label: str | None,
+        deltas: list[Delta],
+        *,
+        after_only: bool = False,
+    ) -> str | None:
+        """The label of the nearest labelled turn of another voice within
+        ``CONTINUED_WITHIN_S`` of the overlapped speech (``after_only``: one after it)."""
+        best: tuple[float, str] | None = None
+        for delta in ([] if after_only else self._recent) + deltas:
+            if delta.speaker_label is None or delta.speaker_label == first_label:
+                continue
+            if after_only and delta.start < end - CONTINUED_WITHIN_S:
+                continue
+            gap = max(delta.start - end, start - delta.end, 0.0)
+            if gap <= CONTINUED_WITHIN_S and (best is None or gap < best[0]):
+                best = (gap, delta.speaker_label)
+        return None if best is None else best[1]
+
+    def _second_voice(self, start: float, end: float, label: str) -> list[Delta]:
+        if not label.startswith("spk_") and not self._is_live(label):
+            return []  # erased since its turn was sent
+        return [Delta(start, end, label, self._names.get(label), str(Reason.CONTINUES_TURN))]
 
     def _frame(self, sample: int, first: int) -> int:
         return int(round((sample - first) / SAMPLE_RATE / FRAME_S))
@@ -713,12 +835,18 @@ class StreamDiarizer:
         return self._engine.embed(audio)
 
     def _trim(self) -> None:
-        # Keep a window of decided audio before the undecided (its windows' left context).
-        keep_from = self._decided - int(WINDOW_S * SAMPLE_RATE)
+        # Keep a window of decided audio before the undecided (its windows' left context),
+        # and, for the overlap detector, the seconds it hears.
+        context = OVERLAP_CONTEXT_S if self._overlap is not None else WINDOW_S
+        keep_from = self._decided - int(context * SAMPLE_RATE)
         drop = max(0, keep_from - self._origin)
         if drop:
             self._audio = self._audio[drop:]
             self._origin += drop
+            if self._overlap is not None:
+                keep = max(0, self._origin // self._overlap.FRAME_STEP - self._heard_from)
+                self._speaking = self._speaking[keep:]
+                self._heard_from += keep
             self._windows = {k: v for k, v in self._windows.items() if k[0] >= self._origin}
 
     def _voice_of(

@@ -13,6 +13,7 @@ from silero_vad import load_silero_vad
 
 from audit.services import record_event
 from common import rate_limits
+from diarization.segmentation import get_overlap_detector
 from diarization.selectors import stream_gallery
 from diarization.services.tuning import identification_threshold, scoring_rules
 from diarization.streaming import StreamDiarizer, StreamError, StreamSettings
@@ -128,6 +129,7 @@ def _stream_diarizer(
         display_names=names,
         label_speakers=label,
         is_live=speaker_is_live,
+        overlap=get_overlap_detector() if label else None,
     )
     return diarizer, label
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 import pytest
 
+from diarization.segmentation import BundledSegmentation
 from diarization.streaming import SAMPLE_RATE, Delta, StreamDiarizer, StreamSettings
 from tests import audio
 from voice.gallery import EnrolledGallery
@@ -59,14 +61,21 @@ def stream_settings(**overrides: float) -> StreamSettings:
     return StreamSettings(**values)  # type: ignore[arg-type]
 
 
+@cache
+def bundled() -> BundledSegmentation:
+    return BundledSegmentation()
+
+
 def diarizer(
     engine,
     *,
     gallery: EnrolledGallery | None = None,
     label_speakers: bool = True,
     is_live: Callable[[str], bool] = lambda speaker_id: True,
+    hear_overlap: bool = True,
     **overrides: float,
 ) -> StreamDiarizer:
+    """A session as the service opens one (its overlap detector is the bundled model)."""
     from silero_vad import load_silero_vad
 
     return StreamDiarizer(
@@ -77,7 +86,13 @@ def diarizer(
         display_names={"A": "Alice Example", "B": "Bob Example"},
         label_speakers=label_speakers,
         is_live=is_live,
+        overlap=bundled() if hear_overlap else None,
     )
+
+
+def turns_of(deltas: list[Delta]) -> list[Delta]:
+    """The deltas of the voice each stretch's frames chose (not a second voice's)."""
+    return [d for d in deltas if d.reason != "continues_turn"]
 
 
 def feed(stream: StreamDiarizer, samples: np.ndarray, chunk: int = CHUNK) -> list[Delta]:
@@ -92,7 +107,7 @@ def conversation() -> np.ndarray:
 
 
 def at(deltas: list[Delta], second: float) -> Delta:
-    (delta,) = [d for d in deltas if d.start <= second < d.end]
+    (delta,) = [d for d in turns_of(deltas) if d.start <= second < d.end]
     return delta
 
 
@@ -107,7 +122,7 @@ def test_deltas_are_ordered_and_within_the_audio(engine):
     assert len(deltas) >= 2
     for delta in deltas:
         assert 0.0 <= delta.start < delta.end <= duration
-    for before, after in zip(deltas, deltas[1:], strict=False):
+    for before, after in zip(turns_of(deltas), turns_of(deltas)[1:], strict=False):
         assert before.end <= after.start
     # Nobody enrolled: every stretch long enough to embed gets a session voice, spk_N; a
     # shorter one none, and says so.
@@ -266,11 +281,16 @@ def test_no_delta_comes_later_than_the_latency_budget_and_none_is_revised(engine
 
     assert deltas and max(delays) <= settings.STREAM_MAX_LATENCY_S + 0.5, max(delays)
     deltas += stream.flush()
-    for before, after in zip(deltas, deltas[1:], strict=False):
+    turns = turns_of(deltas)
+    for before, after in zip(turns, turns[1:], strict=False):
         assert before.end <= after.start  # each delta is final: none covers sent audio again
+    # A second voice's delta covers audio a turn's delta covers too (two people at once).
+    for delta in deltas:
+        if delta.reason == "continues_turn":
+            assert any(t.start <= delta.start and delta.end <= t.end for t in turns), delta
 
 
-def test_the_sample_streamed_at_real_time_pace_is_identified_within_19_percent_ier(engine, gallery):
+def test_the_sample_streamed_at_real_time_pace_is_identified_within_15_percent_ier(engine, gallery):
     from pyannote.core import Annotation, Segment
     from pyannote.database.util import load_rttm
     from pyannote.metrics.identification import IdentificationErrorRate
@@ -287,9 +307,12 @@ def test_the_sample_streamed_at_real_time_pace_is_identified_within_19_percent_i
         {"speaker90": "A", "speaker91": "B"}
     )
     ier = IdentificationErrorRate()(reference, hypothesis)
-    # Measured 17.7 %: the overlap, A's first 0.4 s and B's 0.8 s turn at 7.55 s
-    # (bench/accuracy.py).
-    assert ier <= 0.19, ier
+    # Measured 14.8 % (issue 17's target is 15 %): what is left is B's turns at 7.55 and
+    # 9.92 s and the overlap around 10.6 s and 18.2 s (bench/accuracy.py).
+    assert ier <= 0.15, ier
+    # Where both speak at 27.85-28.50 s (B finishing, A starting), both are named.
+    both = {d.speaker_label for d in deltas if d.start < 28.4 and d.end > 28.0}
+    assert both == {"A", "B"}
     # A change of speaker inside the audio of one step is split, not labelled as one voice.
     assert at(deltas, 16.0).speaker_label == "B" and at(deltas, 12.0).speaker_label == "A"
 
@@ -473,3 +496,78 @@ def test_a_stretch_on_a_heard_speakers_row_is_theirs_under_the_identification_th
     assert judged(0).speaker_label == "A"
     # The frames chose a voice not heard yet: the stretch alone does not identify A.
     assert judged(1).speaker_label != "A"
+
+
+def two_at_once(overlap_s: float) -> np.ndarray:
+    """A (3.85 s) then B (5 s), B starting ``overlap_s`` before A has finished."""
+    first, second = audio.clip([ENROLL_A]), audio.clip([ENROLL_B])
+    joined = np.zeros(len(first) + len(second) - int(overlap_s * SAMPLE_RATE), np.float32)
+    joined[: len(first)] += first
+    joined[len(joined) - len(second) :] += second
+    return joined
+
+
+def test_where_two_speak_at_once_both_are_named_each_continuing_their_turn(engine, gallery):
+    # A speaks alone to 3.25 s, both to 3.85 s, B alone after.
+    stream = diarizer(engine, gallery=gallery)
+
+    deltas = feed(stream, two_at_once(0.6), chunk=SAMPLE_RATE // 2) + stream.flush()
+
+    during = {d.speaker_label for d in deltas if d.start < 3.7 and d.end > 3.4}
+    assert during == {"A", "B"}
+    second = [d for d in deltas if d.reason == "continues_turn"]
+    assert second and all(3.0 <= d.start < d.end <= 4.1 for d in second)
+    # Overlapped audio is never matched: a second voice is named only by the turn it goes on
+    # with, and the turns themselves are still one voice at a time.
+    turns = turns_of(deltas)
+    assert all(before.end <= after.start for before, after in zip(turns, turns[1:], strict=False))
+
+
+def test_without_an_overlap_detector_a_stream_names_one_voice_at_a_time(engine, gallery):
+    stream = diarizer(engine, gallery=gallery, hear_overlap=False)
+
+    deltas = feed(stream, two_at_once(0.6), chunk=SAMPLE_RATE // 2) + stream.flush()
+
+    assert "continues_turn" not in {d.reason for d in deltas}
+    assert all(before.end <= after.start for before, after in zip(deltas, deltas[1:], strict=False))
+
+
+def seconds(value: float) -> int:
+    return int(value * SAMPLE_RATE)
+
+
+def test_overlap_waits_for_the_turn_of_its_second_voice_while_the_budget_allows(engine):
+    """Overlap at 1.0-1.4 s decided with A's turn; B's turn comes at the next step."""
+    live = {"A", "B"}
+    stream = diarizer(engine, is_live=lambda speaker_id: speaker_id in live)
+    heard = [[(1.0, 1.4)], [], []]
+    stream._overlapped = lambda now, ready: heard.pop(0)  # type: ignore[method-assign]
+    a_turn = Delta(0.2, 1.4, "A", "Alice Example", "enrolled_match")
+    b_turn = Delta(1.5, 2.4, "B", "Bob Example", "enrolled_match")
+
+    assert stream._second_voices([a_turn], seconds(2.5), seconds(1.4)) == []
+    assert stream._second_voices([b_turn], seconds(3.0), seconds(2.4)) == [
+        Delta(1.0, 1.4, "B", "Bob Example", "continues_turn")
+    ]
+    assert stream._open_overlap == []
+    assert stream._second_voices([], seconds(3.5), seconds(3.0)) == []
+
+
+@pytest.mark.parametrize(
+    ("b_turn", "now", "why"),
+    [
+        (Delta(2.1, 3.0, "B", "Bob Example", "enrolled_match"), 3.5, "B starts 0.7 s after"),
+        (Delta(1.5, 2.4, "B", "Bob Example", "enrolled_match"), 4.0, "past the latency budget"),
+        (Delta(1.5, 2.4, "B", "Bob Example", "enrolled_match"), 3.0, "B has been erased"),
+    ],
+)
+def test_overlap_names_no_second_voice_when(engine, b_turn, now, why):
+    live = {"A"} if "erased" in why else {"A", "B"}
+    stream = diarizer(engine, is_live=lambda speaker_id: speaker_id in live)
+    heard = [[(1.0, 1.4)], []]
+    stream._overlapped = lambda now, ready: heard.pop(0)  # type: ignore[method-assign]
+    a_turn = Delta(0.2, 1.4, "A", "Alice Example", "enrolled_match")
+
+    stream._second_voices([a_turn], seconds(1.9), seconds(1.4))
+
+    assert stream._second_voices([b_turn], seconds(now), seconds(b_turn.end)) == [], why
