@@ -111,6 +111,8 @@ class BundledSegmentation:
     # The model's frames: 721 samples of receptive field every 270 samples (its SincNet).
     FRAME_STEP = 270
     FRAME_CENTRE = 360
+    # Each frame stands for the 270 samples around its receptive field's centre.
+    _EDGE = FRAME_CENTRE - FRAME_STEP // 2
     # Speakers active in each of the model's seven classes.
     CLASS_SPEAKERS = np.asarray([0, 1, 1, 1, 2, 2, 2])
     BATCH = 8
@@ -135,8 +137,8 @@ class BundledSegmentation:
         overlap where the model hears two voices within that speech."""
         counts = self.speaker_counts(samples)
         vad, _ = self._vad.regions(samples)
-        speech = _intersection(self._runs(counts >= 1, len(samples)), vad)
-        return speech, _intersection(self._runs(counts >= 2, len(samples)), speech)
+        speech = _intersection(self.sample_ranges(counts >= 1, limit=len(samples)), vad)
+        return speech, _intersection(self.sample_ranges(counts >= 2, limit=len(samples)), speech)
 
     def speaker_counts(self, samples: np.ndarray) -> np.ndarray:
         """How many speak in each of the model's frames over ``samples``."""
@@ -161,20 +163,19 @@ class BundledSegmentation:
                 covered[offset : offset + keep] += 1
         return np.rint(total / np.maximum(covered, 1)).astype(int)
 
-    @staticmethod
-    def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
-        """(first, end) frame of each run of True in ``mask``."""
-        changes = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-        return [(int(a), int(b)) for a, b in zip(changes[::2], changes[1::2], strict=True)]
+    def frame_at(self, sample: int) -> int:
+        """The model frame that stands for ``sample``."""
+        return (sample - self._EDGE) // self.FRAME_STEP
 
-    def _runs(self, mask: np.ndarray, limit: int) -> Regions:
-        """Sample ranges of the runs of ``mask``; each frame stands for the 270 samples
-        around its receptive field's centre."""
-        edge = self.FRAME_CENTRE - self.FRAME_STEP // 2
+    def sample_ranges(
+        self, mask: np.ndarray, first_frame: int = 0, *, start: int = 0, limit: int
+    ) -> Regions:
+        """Sample ranges of the runs of ``mask`` (frames from ``first_frame`` on), within
+        ``start`` and ``limit``."""
         out: Regions = []
-        for begin, end in self.runs_of(mask):
-            first = max(0, begin * self.FRAME_STEP + edge)
-            last = min(limit, end * self.FRAME_STEP + edge)
+        for begin, end in _mask_runs(mask):
+            first = max(start, (first_frame + begin) * self.FRAME_STEP + self._EDGE)
+            last = min(limit, (first_frame + end) * self.FRAME_STEP + self._EDGE)
             if last > first:
                 out.append((first, last))
         return out
@@ -196,21 +197,19 @@ def _intersection(first: Regions, second: Regions) -> Regions:
     return out
 
 
+def _mask_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, end) index of each run of True in ``mask``."""
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return [(int(a), int(b)) for a, b in zip(changes[::2], changes[1::2], strict=True)]
+
+
 def _runs(mask: np.ndarray, starts: np.ndarray, limit: int) -> Regions:
     out: Regions = []
-    index = 0
-    while index < len(mask):
-        if not mask[index]:
-            index += 1
-            continue
-        end = index
-        while end < len(mask) and mask[end]:
-            end += 1
+    for index, end in _mask_runs(mask):
         first = max(0, int(starts[index] * SAMPLE_RATE))
         last = min(limit, int(starts[end] * SAMPLE_RATE))
         if last > first:
             out.append((first, last))
-        index = end
     return out
 
 

@@ -461,20 +461,17 @@ class StreamDiarizer:
         self._speaking[first - self._heard_from : end - self._heard_from] += np.stack(
             [counts * weight, weight], axis=1
         )
-        # Frame k stands for the samples from k * step + edge.
-        edge = self._overlap.FRAME_CENTRE - step // 2
-        low = max(0, (self._decided - edge) // step - self._heard_from)
-        high = max(low, min(len(self._speaking), -(-(ready - edge) // step) - self._heard_from))
+        low = max(0, self._overlap.frame_at(self._decided) - self._heard_from)
+        high = max(
+            low,
+            min(len(self._speaking), self._overlap.frame_at(ready - 1) + 1 - self._heard_from),
+        )
         heard = self._speaking[low:high]
         two = np.rint(heard[:, 0] / np.maximum(heard[:, 1], 1e-6)) >= 2
-        out = []
-        for start, stop in self._overlap.runs_of(two):
-            first_sample = (self._heard_from + low + start) * step + edge
-            last_sample = (self._heard_from + low + stop) * step + edge
-            start_s, stop_s = max(first_sample, self._decided), min(last_sample, ready)
-            if stop_s > start_s:
-                out.append((round(start_s / SAMPLE_RATE, 3), round(stop_s / SAMPLE_RATE, 3)))
-        return out
+        found = self._overlap.sample_ranges(
+            two, self._heard_from + low, start=self._decided, limit=ready
+        )
+        return [(round(a / SAMPLE_RATE, 3), round(b / SAMPLE_RATE, 3)) for a, b in found]
 
     def _continued(
         self,

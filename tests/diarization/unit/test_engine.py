@@ -367,6 +367,14 @@ def overlap_between(seconds: float, start: float, end: float) -> np.ndarray:
     return mask
 
 
+def overlap_turns(
+    winner: np.ndarray, speech: np.ndarray, overlapped: np.ndarray, scores: np.ndarray
+) -> tuple[dict[tuple[int, int], tuple[int, int]], list[Turn]]:
+    """The overlapped stretches' two voices, and the turns built with them."""
+    second = _second_voices(winner, speech, overlapped, scores)
+    return second, _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+
+
 def two_enrolled(turns: list[Turn]) -> Diarization:
     """Voice 0 is alice-id, voice 1 bob-id (each scores 1.0 against its own voiceprint)."""
     voices = np.eye(2, 256, dtype=np.float32)
@@ -388,8 +396,7 @@ def test_overlap_at_a_change_of_speaker_is_both_speakers_each_continuing_their_t
     overlapped = overlap_between(4.0, 1.6, 2.0)
     scores = np.zeros((len(winner), 2), dtype=np.float32)
 
-    second = _second_voices(winner, speech, overlapped, scores)
-    turns = _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+    second, turns = overlap_turns(winner, speech, overlapped, scores)
 
     assert list(second.values()) == [(0, 1)]
     assert labels_of(two_enrolled(turns)) == [
@@ -411,8 +418,7 @@ def test_a_word_said_over_a_stretch_is_the_voice_the_frames_score_second_best_fo
     overlapped = overlap_between(4.0, 2.0, 2.4)
     scores = np.tile(np.asarray([0.8, 0.6, 0.3], dtype=np.float32), (len(winner), 1))
 
-    second = _second_voices(winner, speech, overlapped, scores)
-    turns = _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+    second, turns = overlap_turns(winner, speech, overlapped, scores)
 
     assert list(second.values()) == [(0, 1)]
     assert labels_of(two_enrolled(turns)) == [
@@ -431,8 +437,7 @@ def test_overlap_with_no_clean_turn_of_its_voices_next_to_it_is_unlabelled():
     overlapped = overlap_between(6.5, 3.0, 3.5)
     scores = np.tile(np.asarray([0.8, 0.7], dtype=np.float32), (len(winner), 1))
 
-    second = _second_voices(winner, speech, overlapped, scores)
-    turns = _turns(winner, speech, np.ones(len(winner)), overlapped, second)
+    second, turns = overlap_turns(winner, speech, overlapped, scores)
 
     assert [label for _, _, label, _ in labels_of(two_enrolled(turns))] == [
         "alice-id",

@@ -50,13 +50,18 @@ def seconds(regions: list[tuple[int, int]]) -> list[tuple[float, float]]:
     return [(a / 16_000, b / 16_000) for a, b in regions]
 
 
-def test_the_bundled_segmentation_model_is_the_offline_default_and_finds_the_overlap(settings):
-    settings.DIARIZE_SEGMENTATION_MODEL = "bundled"
+def configured(settings, value: str):
+    """The jobs' detector with ``DIARIZE_SEGMENTATION_MODEL=value`` (the cache left empty)."""
+    settings.DIARIZE_SEGMENTATION_MODEL = value
     get_speech_detector.cache_clear()
     try:
-        detector = get_speech_detector()
+        return get_speech_detector()
     finally:
         get_speech_detector.cache_clear()
+
+
+def test_the_bundled_segmentation_model_is_the_offline_default_and_finds_the_overlap(settings):
+    detector = configured(settings, "bundled")
     assert isinstance(detector, BundledSegmentation)
     assert "segmentation-3.0" in detector.model_id
 
@@ -82,12 +87,7 @@ def test_the_bundled_segmentation_model_is_the_offline_default_and_finds_the_ove
 
 @pytest.mark.parametrize("value", ["silero", ""])
 def test_silero_finds_speech_and_reports_no_overlap(settings, value):
-    settings.DIARIZE_SEGMENTATION_MODEL = value
-    get_speech_detector.cache_clear()
-    try:
-        detector = get_speech_detector()
-    finally:
-        get_speech_detector.cache_clear()
+    detector = configured(settings, value)
     assert isinstance(detector, SileroDetector)
     speech, overlap = detector.regions(audio.sample())
     assert overlap == []
