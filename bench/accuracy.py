@@ -240,8 +240,16 @@ class Models:
         self, samples: np.ndarray, gallery: EnrolledGallery | None
     ) -> list[dict[str, Any]]:
         """The job result's segments, as a node computes them for a whole recording."""
-        spans, overlap = self.detector.regions(samples)
-        result = diarize(samples, spans, self.engine, gallery, self.options, overlap=overlap)
+        heard = self.detector.detect(samples)
+        result = diarize(
+            samples,
+            heard.speech,
+            self.engine,
+            gallery,
+            self.options,
+            overlap=heard.overlap,
+            chunks=heard.chunks,
+        )
         return list(as_result(result, self.options)["segments"])
 
     def stream_segments(

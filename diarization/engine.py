@@ -19,8 +19,10 @@ Overlapped speech (from the segmentation model) is never matched against the gal
 voices speak at once, so its embedding is neither's. It gets two turns, one per voice: the
 voice its frames chose, and the other voice speaking next to it (or, inside one voice's
 stretch, the voice its frames score second best for). Each carries the label of the clean
-turn of that voice it continues (``continues_turn``); one with no such turn next to it is
-left unlabelled (``overlap``).
+turn of that voice it continues (``continues_turn``). One with no such turn next to it takes
+the label of the clean turn of its voice that the segmentation model hears as the same local
+speaker within one of its 10 s chunks (``same_voice_as_turn``: the frames and the model
+agree), and is otherwise left unlabelled (``overlap``).
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ from diarization.scoring import (
     Reason,
     ScoringRules,
     attribute,
+    frame_count,
     frame_scores,
     normalised_mean,
     smooth_path,
     to_frame,
     window_spans,
 )
+from diarization.segmentation import ChunkSpeakers
 from voice.engines import EmbeddingEngine
 from voice.gallery import EnrolledGallery
 
@@ -72,6 +76,12 @@ MAX_SPEAKERS = 20
 RUN_GAP_S = 0.5
 # Enrolled candidates kept per cluster for exclusive matching against very large galleries.
 TOP_CANDIDATES = 5
+# A local speaker of a segmentation chunk speaks in a turn when it speaks alone in at least
+# this share of the turn's frames that the chunk holds.
+SAME_VOICE_SHARE = 0.5
+# Overlap shorter than this is not linked to a turn that is not next to it: a few frames of
+# two voices are more often the model's slip than someone's word.
+SAME_VOICE_MIN_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,9 @@ class Turn:
     # An overlapped turn: the index (in ``Diarization.turns``) of the clean turn of its
     # voice that it continues, whose label it carries.
     continues: int | None = None
+    # Whether that turn is not next to it but one the segmentation model hears as the same
+    # voice within one of its chunks.
+    same_voice: bool = False
 
 
 @dataclass
@@ -201,7 +214,9 @@ class Diarization:
             if turn.continues is None:
                 return None, Reason.OVERLAP
             label, reason = self.decision(self.turns[turn.continues], min_label_s)
-            return label, Reason.CONTINUES_TURN if label is not None else reason
+            if label is None:
+                return None, reason
+            return label, Reason.SAME_VOICE_AS_TURN if turn.same_voice else Reason.CONTINUES_TURN
         if turn.run_s < min_label_s:
             return None, Reason.TOO_SHORT
         decided = turn.attribution
@@ -425,11 +440,13 @@ def diarize(
     gallery: EnrolledGallery | None,
     options: DiarizationOptions,
     overlap: list[tuple[int, int]] | None = None,
+    chunks: list[ChunkSpeakers] | None = None,
 ) -> Diarization:
     """Diarizes 16 kHz mono ``samples`` whose speech lies in ``regions`` (sample ranges) and
-    two voices at once in ``overlap`` (from a segmentation model, when there is one)."""
+    two voices at once in ``overlap``, with the local speakers of the segmentation model's
+    ``chunks`` (both from a segmentation model, when there is one)."""
     duration_s = len(samples) / SAMPLE_RATE
-    frames = int(np.ceil(duration_s / FRAME_S))
+    frames = frame_count(len(samples))
     spans = window_spans(regions)
     embeddings = engine.embed_spans(samples, spans)
     weights = np.asarray([(e - s) / SAMPLE_RATE for s, e in spans], dtype=np.float32)
@@ -475,6 +492,7 @@ def diarize(
     overlapped &= speech
     second = _second_voices(winner, speech, overlapped, np.where(covered[:, None], scores, 0.0))
     turns = _turns(winner, speech, frame_conf, overlapped, second)
+    _link_same_voice(turns, chunks or [])
     evidence = _run_evidence(samples, turns, spans, embeddings, engine)
 
     scores_out = np.round(frame_conf * 100).astype(np.int16) if options.confidence else None
@@ -722,6 +740,98 @@ def _link_continued(turns: list[Turn]) -> None:
             rank = (pause, -(other.end - other.start))
             if best is None or rank < best:
                 best, turn.continues = rank, index
+
+
+def _link_same_voice(turns: list[Turn], chunks: list[ChunkSpeakers]) -> None:
+    """Links an overlapped turn that continues no clean turn of its voice to the clean turn
+    of its voice that the segmentation model hears as the same local speaker: the one most
+    of the chunks holding the overlap point to.
+
+    In a chunk, the overlap's two local speakers are the voices the model hears in most of
+    its frames; the one that is not its partner's (the voice speaking with it, known by the
+    clean turn that partner continues) is this turn's. A clean turn of this voice in which
+    that local speaker speaks alone for at least ``SAME_VOICE_SHARE`` of its frames in the
+    chunk is the same voice twice over: the frames chose its voice, the model hears it.
+    Overlap under ``SAME_VOICE_MIN_S`` is never linked.
+    """
+    for turn in turns:
+        if not turn.overlapped or turn.continues is not None:
+            continue
+        partner = _partner_turn(turn, turns)
+        if partner is None or _length(turn) < SAME_VOICE_MIN_S:
+            continue
+        votes: dict[int, int] = {}
+        for chunk in chunks:
+            found = _same_voice_in(chunk, turn, partner, turns)
+            if found is not None:
+                votes[found] = votes.get(found, 0) + 1
+        if votes:
+            turn.continues = max(votes, key=lambda index: (votes[index], _length(turns[index])))
+            turn.same_voice = True
+
+
+def _partner_turn(turn: Turn, turns: list[Turn]) -> Turn | None:
+    """The clean turn that the other voice of ``turn``'s overlap continues, if it continues
+    one next to it."""
+    for other in turns:
+        if (
+            other is not turn
+            and other.overlapped
+            and (other.start, other.end) == (turn.start, turn.end)
+            and other.continues is not None
+            and not other.same_voice
+        ):
+            return turns[other.continues]
+    return None
+
+
+def _same_voice_in(
+    chunk: ChunkSpeakers, turn: Turn, partner_turn: Turn, turns: list[Turn]
+) -> int | None:
+    """The longest clean turn of ``turn``'s voice whose speaker alone, in ``chunk``, is the
+    overlap's local speaker that is not the one of ``partner_turn``."""
+    a, b = _chunk_frames(chunk, turn)
+    if b - a < max(1, round(_length(turn) / FRAME_S)):
+        return None  # the chunk does not hold the whole overlap
+    heard = chunk.active[a:b].sum(axis=0)
+    pair = np.flatnonzero(heard * 2 >= b - a)
+    partner = _alone_speaker(chunk, partner_turn)
+    if len(pair) != 2 or partner is None or partner not in pair:
+        return None
+    own = int(pair[pair != partner][0])
+    best: tuple[float, int] | None = None
+    for index, other in enumerate(turns):
+        if other.overlapped or other.cluster != turn.cluster:
+            continue
+        if _alone_speaker(chunk, other) == own:
+            rank = (_length(other), index)
+            if best is None or rank > best:
+                best = rank
+    return None if best is None else best[1]
+
+
+def _alone_speaker(chunk: ChunkSpeakers, turn: Turn) -> int | None:
+    """The local speaker of ``chunk`` who speaks alone in at least ``SAME_VOICE_SHARE`` of
+    the turn's frames that the chunk holds."""
+    a, b = _chunk_frames(chunk, turn)
+    if b <= a:
+        return None
+    active = chunk.active[a:b]
+    alone = active & (active.sum(axis=1) == 1)[:, None]
+    share = alone.sum(axis=0) / (b - a)
+    speaker = int(np.argmax(share))
+    return speaker if share[speaker] >= SAME_VOICE_SHARE else None
+
+
+def _chunk_frames(chunk: ChunkSpeakers, turn: Turn) -> tuple[int, int]:
+    """The turn's frames as rows of ``chunk.active`` (clipped to the chunk)."""
+    a = round(turn.start / FRAME_S) - chunk.first_frame
+    b = round(turn.end / FRAME_S) - chunk.first_frame
+    return max(a, 0), min(b, len(chunk.active))
+
+
+def _length(turn: Turn) -> float:
+    return turn.end - turn.start
 
 
 def _voice_turns(

@@ -47,6 +47,9 @@ class Reason(StrEnum):
     TOO_SHORT = "too_short"  # too little speech to be evidence of anyone
     OVERLAP = "overlap"  # two voices at once, and no clean turn of this voice next to it
     CONTINUES_TURN = "continues_turn"  # two voices at once: the label of the turn it continues
+    # Two voices at once: the label of a clean turn of its voice that the segmentation model
+    # hears as the same speaker (within one of its chunks).
+    SAME_VOICE_AS_TURN = "same_voice_as_turn"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,11 @@ def window_spans(
 
 def to_frame(sample: int) -> int:
     return int(round(sample / SAMPLE_RATE / FRAME_S))
+
+
+def frame_count(samples: int) -> int:
+    """How many frames cover this many samples (the last one may be partial)."""
+    return int(np.ceil(samples / SAMPLE_RATE / FRAME_S))
 
 
 def frame_scores(

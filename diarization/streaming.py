@@ -53,6 +53,7 @@ from diarization.scoring import (
     Reason,
     ScoringRules,
     attribute,
+    frame_count,
     frame_scores,
     normalised_mean,
     smooth_path,
@@ -376,7 +377,7 @@ class StreamDiarizer:
 
     def _label_stretches(self, regions: list[tuple[int, int]], now: int, ready: int) -> list[Delta]:
         first = regions[0][0]
-        frames = int(np.ceil((now - first) / SAMPLE_RATE / FRAME_S))
+        frames = frame_count(now - first)
         speech = np.zeros(frames, dtype=bool)
         for start, end in regions:
             speech[

@@ -351,7 +351,7 @@ def complete_without_node(job_id: str, attempt: int, reason: str) -> str:
             raise  # the task retries a blob store outage
         completion.fail(job, attempt, exc.code, exc.message)
         return "failed"
-    regions, _ = get_speech_detector().regions(audio.samples)
+    regions = get_speech_detector().detect(audio.samples).speech
     segments = [
         {
             "start": round(start / 16_000, 3),

@@ -38,9 +38,17 @@ def run_job_here(runtime: NodeRuntime, job_id: str, attempt: int) -> str:
         return "failed"
     options = tuning.options_for(job)
     detector = get_speech_detector()
-    regions, overlap = detector.regions(audio.samples)
+    heard = detector.detect(audio.samples)
     gallery = _gallery_for(runtime, str(job.tenant_id))
-    result = diarize(audio.samples, regions, runtime.engine, gallery, options, overlap=overlap)
+    result = diarize(
+        audio.samples,
+        heard.speech,
+        runtime.engine,
+        gallery,
+        options,
+        overlap=heard.overlap,
+        chunks=heard.chunks,
+    )
     # The node's gallery may still hold a speaker erased a moment ago: check the matches
     # against the tombstones, evict the erased ones, and match again without every speaker
     # that is not ready. (completion.complete checks once more, under the speakers' row locks.)

@@ -3,6 +3,8 @@ pyannote.audio segmentation checkpoint."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from diarization.engine import DiarizationOptions, as_result, diarize
 from diarization.segmentation import (
     BundledSegmentation,
+    DetectedSpeech,
     PyannoteSegmentation,
     SileroDetector,
     _intersection,
@@ -50,6 +53,12 @@ def seconds(regions: list[tuple[int, int]]) -> list[tuple[float, float]]:
     return [(a / 16_000, b / 16_000) for a, b in regions]
 
 
+@cache
+def detected() -> DetectedSpeech:
+    """The sample as the bundled model hears it."""
+    return BundledSegmentation().detect(audio.sample())
+
+
 def configured(settings, value: str):
     """The jobs' detector with ``DIARIZE_SEGMENTATION_MODEL=value`` (the cache left empty)."""
     settings.DIARIZE_SEGMENTATION_MODEL = value
@@ -65,7 +74,7 @@ def test_the_bundled_segmentation_model_is_the_offline_default_and_finds_the_ove
     assert isinstance(detector, BundledSegmentation)
     assert "segmentation-3.0" in detector.model_id
 
-    speech, overlap = detector.regions(audio.sample())
+    speech, overlap, _ = detector.detect(audio.sample())
 
     # The sample's speech is 6.69-30.0 s, with pauses under 0.3 s.
     found = seconds(speech)
@@ -89,8 +98,8 @@ def test_the_bundled_segmentation_model_is_the_offline_default_and_finds_the_ove
 def test_silero_finds_speech_and_reports_no_overlap(settings, value):
     detector = configured(settings, value)
     assert isinstance(detector, SileroDetector)
-    speech, overlap = detector.regions(audio.sample())
-    assert overlap == []
+    speech, overlap, chunks = detector.detect(audio.sample())
+    assert overlap == [] and chunks == []
     assert 20 * 16_000 < sum(b - a for a, b in speech) < 28 * 16_000
 
 
@@ -128,12 +137,12 @@ def test_the_bundled_models_speaker_counts_are_averaged_over_the_chunks_covering
             return [out]
 
     class HearsAll:
-        def regions(self, samples):
-            return [(0, len(samples))], []
+        def detect(self, samples):
+            return DetectedSpeech([(0, len(samples))], [], [])
 
     detector._session = Known()  # type: ignore[assignment]
     detector._vad = HearsAll()  # type: ignore[assignment]
-    speech, overlap = detector.regions(np.zeros(15 * 16_000, dtype=np.float32))
+    speech, overlap, chunks = detector.detect(np.zeros(15 * 16_000, dtype=np.float32))
 
     # Chunks start every 2.5 s (rounded to a whole number of the model's frames).
     assert [round(s / 16_000, 1) for s in starts] == [0.0, 2.5, 5.0, 7.5]
@@ -143,6 +152,41 @@ def test_the_bundled_models_speaker_counts_are_averaged_over_the_chunks_covering
     assert len(overlap) == 1
     assert seconds(overlap)[0][0] == pytest.approx(3.0, abs=0.03)
     assert seconds(overlap)[0][1] == pytest.approx(4.0, abs=0.03)
+    # Each chunk's local speakers, on the diarization's 20 ms frames: the first chunk hears
+    # its speaker 0 from 2 s on, and its speaker 1 with them at 3-4 s and 6-7 s.
+    assert [round(c.first_frame * 0.02, 1) for c in chunks] == [0.0, 2.5, 5.0, 7.5]
+    first = chunks[0].active
+    # 589 model frames of 270 samples from 225 samples in: the chunk's first 9.95 s.
+    assert first.shape == (498, 3)
+    assert active_seconds(first[:, 0]) == pytest.approx([2.0, 9.96], abs=0.03)
+    assert active_seconds(first[:, 1]) == pytest.approx([3.0, 4.0, 6.0, 7.0], abs=0.03)
+    assert not first[:, 2].any()
+    # The last chunk's frames stop where the audio does.
+    assert chunks[-1].first_frame + len(chunks[-1].active) == 750
+
+
+def active_seconds(mask: np.ndarray) -> list[float]:
+    """Start and end (s) of each run of frames in ``mask``, one after the other."""
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return [round(frame * 0.02, 2) for frame in changes]
+
+
+def test_the_bundled_model_tells_the_samples_two_speakers_apart_within_a_chunk():
+    """In the chunk from 7.5 s, B's short turns at 7.55 and 9.92 s are the local speaker of
+    B's long turn at 14.49-17.92 s, and not the one of A's stretch between them (sample.rttm)."""
+    chunk = next(c for c in detected().chunks if round(c.first_frame * 0.02, 1) == 7.5)
+
+    def alone_in(start: float, end: float) -> int:
+        rows = chunk.active[
+            round(start / 0.02) - chunk.first_frame : round(end / 0.02) - chunk.first_frame
+        ]
+        alone = rows & (rows.sum(axis=1) == 1)[:, None]
+        return int(np.argmax(alone.sum(axis=0)))
+
+    b_long = alone_in(15.0, 17.4)
+    assert alone_in(7.6, 8.3) == b_long
+    assert alone_in(9.95, 10.35) == b_long
+    assert alone_in(8.5, 9.8) != b_long
 
 
 def test_a_local_segmentation_checkpoint_gives_speech_and_overlap(segmentation_checkpoint):
@@ -150,7 +194,7 @@ def test_a_local_segmentation_checkpoint_gives_speech_and_overlap(segmentation_c
     assert detector.model_id == str(segmentation_checkpoint.resolve())
     samples = audio.sample()
 
-    speech, overlap = detector.regions(samples)
+    speech, overlap, chunks = detector.detect(samples)
 
     for regions in (speech, overlap):
         assert all(0 <= a < b <= len(samples) for a, b in regions)
@@ -158,6 +202,14 @@ def test_a_local_segmentation_checkpoint_gives_speech_and_overlap(segmentation_c
     # Overlap is speech by definition.
     for a, b in overlap:
         assert any(s <= a and b <= e for s, e in speech)
+    # Its 5 s chunks' three local speakers, on the diarization's frames within the audio.
+    assert chunks
+    frames = int(np.ceil(len(samples) / 16_000 / 0.02))
+    for chunk in chunks:
+        assert chunk.active.shape[1] == 3
+        assert len(chunk.active) == pytest.approx(5.0 / 0.02, abs=3) or (
+            chunk.first_frame + len(chunk.active) == frames
+        )
 
 
 def test_the_configured_checkpoint_becomes_the_jobs_detector(settings, segmentation_checkpoint):
@@ -181,7 +233,7 @@ def test_overlapped_speech_is_never_matched_and_carries_only_the_turn_it_continu
     from voice.vad import get_vad, speech_only
 
     samples = audio.sample()
-    speech, _ = SileroDetector(100).regions(samples)
+    speech = SileroDetector(100).detect(samples).speech
     clip = audio.clip([(21.9, 26.9)])
     vector = get_engine().voiceprint(speech_only(clip, get_vad().speech_regions(clip)))[0]
     gallery = EnrolledGallery(["bob"], vector[None])
@@ -230,7 +282,7 @@ def test_speaker_counts_are_aggregated_across_windows_into_speech_and_overlap(
             return SlidingWindowFeature(data, chunks)
 
     detector._inference = Known()
-    speech, overlap = detector.regions(np.zeros(int(seconds * 16_000), dtype=np.float32))
+    speech, overlap, _ = detector.detect(np.zeros(int(seconds * 16_000), dtype=np.float32))
 
     assert len(speech) == 1 and len(overlap) == 1
     assert speech[0][0] / 16_000 == pytest.approx(1.0, abs=0.05)
