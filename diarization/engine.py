@@ -744,8 +744,8 @@ def _link_continued(turns: list[Turn]) -> None:
 
 def _link_same_voice(turns: list[Turn], chunks: list[ChunkSpeakers]) -> None:
     """Links an overlapped turn that continues no clean turn of its voice to the clean turn
-    of its voice that the segmentation model hears as the same local speaker: the one most
-    of the chunks holding the overlap point to.
+    of its voice that the segmentation model hears as the same local speaker, when most of
+    the chunks holding the overlap point to that turn.
 
     In a chunk, the overlap's two local speakers are the voices the model hears in most of
     its frames; the one that is not its partner's (the voice speaking with it, known by the
@@ -760,13 +760,17 @@ def _link_same_voice(turns: list[Turn], chunks: list[ChunkSpeakers]) -> None:
         partner = _partner_turn(turn, turns)
         if partner is None or _length(turn) < SAME_VOICE_MIN_S:
             continue
+        holding = [chunk for chunk in chunks if _holds(chunk, turn)]
         votes: dict[int, int] = {}
-        for chunk in chunks:
+        for chunk in holding:
             found = _same_voice_in(chunk, turn, partner, turns)
             if found is not None:
                 votes[found] = votes.get(found, 0) + 1
-        if votes:
-            turn.continues = max(votes, key=lambda index: (votes[index], _length(turns[index])))
+        chosen = max(votes, key=lambda index: (votes[index], _length(turns[index])), default=None)
+        # Only when most of the chunks that hear the overlap say so: in noise the model hears
+        # a voice of the babble beside a stranger and ties it to someone else now and then.
+        if chosen is not None and votes[chosen] * 2 > len(holding):
+            turn.continues = chosen
             turn.same_voice = True
 
 
@@ -788,11 +792,10 @@ def _partner_turn(turn: Turn, turns: list[Turn]) -> Turn | None:
 def _same_voice_in(
     chunk: ChunkSpeakers, turn: Turn, partner_turn: Turn, turns: list[Turn]
 ) -> int | None:
-    """The longest clean turn of ``turn``'s voice whose speaker alone, in ``chunk``, is the
-    overlap's local speaker that is not the one of ``partner_turn``."""
+    """The longest clean turn of ``turn``'s voice whose speaker alone, in ``chunk`` (which
+    holds the overlap), is the overlap's local speaker that is not the one of
+    ``partner_turn``."""
     a, b = _chunk_frames(chunk, turn)
-    if b - a < max(1, round(_length(turn) / FRAME_S)):
-        return None  # the chunk does not hold the whole overlap
     heard = chunk.active[a:b].sum(axis=0)
     pair = np.flatnonzero(heard * 2 >= b - a)
     partner = _alone_speaker(chunk, partner_turn)
@@ -808,6 +811,12 @@ def _same_voice_in(
             if best is None or rank > best:
                 best = rank
     return None if best is None else best[1]
+
+
+def _holds(chunk: ChunkSpeakers, turn: Turn) -> bool:
+    """Whether the chunk holds the whole of the turn."""
+    a, b = _chunk_frames(chunk, turn)
+    return b - a >= max(1, round(_length(turn) / FRAME_S))
 
 
 def _alone_speaker(chunk: ChunkSpeakers, turn: Turn) -> int | None:

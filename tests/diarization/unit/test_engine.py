@@ -512,6 +512,27 @@ def test_without_the_models_word_for_it_the_overlapped_turn_stays_unlabelled(chu
     assert turns[2].continues is None
 
 
+BOB_HEARD = chunk_hearing(10.0, (0, 0.0, 4.0), (1, 2.0, 2.4), (1, 5.0, 8.0))
+BOB_NOT_HEARD = chunk_hearing(10.0, (0, 0.0, 4.0), (1, 2.0, 2.4), (2, 5.0, 8.0))
+
+
+@pytest.mark.parametrize(
+    "chunks, linked",
+    [
+        ([BOB_HEARD, BOB_HEARD, BOB_NOT_HEARD], True),
+        ([BOB_HEARD, BOB_NOT_HEARD], False),
+        ([BOB_HEARD, BOB_NOT_HEARD, BOB_NOT_HEARD], False),
+    ],
+)
+def test_the_link_needs_most_of_the_chunks_that_hold_the_overlap(chunks, linked):
+    turns = word_over_alice_then_bob()
+
+    _link_same_voice(turns, chunks)
+
+    assert (turns[2].continues == 4) is linked
+    assert (labels_of(two_enrolled(turns))[2][2] == "bob-id") is linked
+
+
 def test_a_few_frames_of_overlap_are_not_linked_to_a_turn_that_is_not_next_to_them():
     turns = word_over_alice_then_bob(word_s=0.1)
 
